@@ -1,0 +1,10 @@
+//! w2v runtime: the audio front end, inference backends and CTC decoding.
+//!
+//! This crate depends on none of the other w2v crates; the exporter and trainer build on it.
+
+pub mod backend;
+pub mod model_info;
+pub mod onnx_pb;
+
+pub use backend::{Backend, BackendError, BackendOptions, Batch, Logits};
+pub use model_info::ModelInfo;
