@@ -2,9 +2,15 @@
 //!
 //! This crate depends on none of the other w2v crates; the exporter and trainer build on it.
 
+pub mod audio;
 pub mod backend;
+pub mod ctc;
+pub mod fs;
+pub mod manifest;
+pub mod metrics;
 pub mod model_info;
 pub mod onnx_pb;
 
 pub use backend::{Backend, BackendError, BackendOptions, Batch, Logits};
 pub use model_info::ModelInfo;
+pub mod transcriber;

@@ -37,7 +37,10 @@ pub const MODEL_TYPE_WAV2VEC2_CTC: &str = "wav2vec2-ctc";
 #[derive(Debug, thiserror::Error)]
 pub enum ModelInfoError {
     #[error("{path}: cannot read model: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: not an ONNX model ({reason})")]
     NotOnnx { path: String, reason: String },
     #[error("{path}: ONNX model has no w2v metadata (was it made by `w2v export`?)")]
@@ -45,7 +48,12 @@ pub enum ModelInfoError {
     #[error("{path}: metadata `{key}` is missing")]
     Missing { path: String, key: &'static str },
     #[error("{path}: metadata `{key}` has an invalid value {value:?}: {reason}")]
-    Invalid { path: String, key: &'static str, value: String, reason: String },
+    Invalid {
+        path: String,
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
 }
 
 /// Everything the runtime needs to turn audio into text with a model.
@@ -84,12 +92,18 @@ impl ModelInfo {
         put(keys::FORMAT_VERSION, self.format_version.to_string());
         put(keys::MODEL_TYPE, self.model_type.clone());
         put(keys::CONFIG, self.config.to_string());
-        put(keys::VOCAB, serde_json::to_string(&self.vocab).expect("strings serialize"));
+        put(
+            keys::VOCAB,
+            serde_json::to_string(&self.vocab).expect("strings serialize"),
+        );
         put(keys::SAMPLE_RATE, self.sample_rate.to_string());
         put(keys::DO_NORMALIZE, self.do_normalize.to_string());
         put(keys::FRAME_STRIDE, self.frame_stride.to_string());
         put(keys::RECEPTIVE_FIELD, self.receptive_field.to_string());
-        put(keys::USES_ATTENTION_MASK, self.uses_attention_mask.to_string());
+        put(
+            keys::USES_ATTENTION_MASK,
+            self.uses_attention_mask.to_string(),
+        );
         put(keys::PAD_TOKEN_ID, self.pad_token_id.to_string());
         if let Some(d) = &self.word_delimiter_token {
             put(keys::WORD_DELIMITER, d.clone());
@@ -107,15 +121,20 @@ impl ModelInfo {
         path: &str,
         props: &[StringStringEntryProto],
     ) -> Result<Self, ModelInfoError> {
-        let raw: BTreeMap<String, String> =
-            props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
+        let raw: BTreeMap<String, String> = props
+            .iter()
+            .map(|e| (e.key.clone(), e.value.clone()))
+            .collect();
         if !raw.keys().any(|k| k.starts_with("w2v.")) {
-            return Err(ModelInfoError::NotW2v { path: path.to_string() });
+            return Err(ModelInfoError::NotW2v {
+                path: path.to_string(),
+            });
         }
         let get = |key: &'static str| {
-            raw.get(key)
-                .cloned()
-                .ok_or(ModelInfoError::Missing { path: path.to_string(), key })
+            raw.get(key).cloned().ok_or(ModelInfoError::Missing {
+                path: path.to_string(),
+                key,
+            })
         };
         let invalid = |key: &'static str, value: &str, reason: String| ModelInfoError::Invalid {
             path: path.to_string(),
@@ -131,9 +150,12 @@ impl ModelInfo {
         where
             T::Err: std::fmt::Display,
         {
-            v.trim().parse::<T>().map_err(|e| invalid(key, v, e.to_string()))
+            v.trim()
+                .parse::<T>()
+                .map_err(|e| invalid(key, v, e.to_string()))
         }
-        let format_version: u32 = parse(keys::FORMAT_VERSION, &get(keys::FORMAT_VERSION)?, &invalid)?;
+        let format_version: u32 =
+            parse(keys::FORMAT_VERSION, &get(keys::FORMAT_VERSION)?, &invalid)?;
         if format_version > FORMAT_VERSION {
             return Err(invalid(
                 keys::FORMAT_VERSION,
@@ -143,7 +165,11 @@ impl ModelInfo {
         }
         let model_type = get(keys::MODEL_TYPE)?;
         if model_type != MODEL_TYPE_WAV2VEC2_CTC {
-            return Err(invalid(keys::MODEL_TYPE, &model_type, "unsupported model type".into()));
+            return Err(invalid(
+                keys::MODEL_TYPE,
+                &model_type,
+                "unsupported model type".into(),
+            ));
         }
         let config_s = get(keys::CONFIG)?;
         let config = serde_json::from_str(&config_s)
@@ -159,8 +185,11 @@ impl ModelInfo {
             return Err(invalid(keys::SAMPLE_RATE, "0", "must be positive".into()));
         }
         let frame_stride: usize = parse(keys::FRAME_STRIDE, &get(keys::FRAME_STRIDE)?, &invalid)?;
-        let receptive_field: usize =
-            parse(keys::RECEPTIVE_FIELD, &get(keys::RECEPTIVE_FIELD)?, &invalid)?;
+        let receptive_field: usize = parse(
+            keys::RECEPTIVE_FIELD,
+            &get(keys::RECEPTIVE_FIELD)?,
+            &invalid,
+        )?;
         if frame_stride == 0 || receptive_field < frame_stride {
             return Err(invalid(
                 keys::RECEPTIVE_FIELD,
@@ -206,9 +235,11 @@ impl ModelInfo {
             path: name.clone(),
             source,
         })?;
-        let model = ModelMetadataOnly::decode(bytes.as_slice()).map_err(|e| {
-            ModelInfoError::NotOnnx { path: name.clone(), reason: e.to_string() }
-        })?;
+        let model =
+            ModelMetadataOnly::decode(bytes.as_slice()).map_err(|e| ModelInfoError::NotOnnx {
+                path: name.clone(),
+                reason: e.to_string(),
+            })?;
         if model.ir_version <= 0 || model.opset_import.is_empty() {
             return Err(ModelInfoError::NotOnnx {
                 path: name,
@@ -229,10 +260,18 @@ impl ModelInfo {
             self.config
                 .get(k)
                 .and_then(|v| v.as_array())
-                .map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as usize).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_u64())
+                        .map(|x| x as usize)
+                        .collect()
+                })
                 .unwrap_or_default()
         };
-        arr("conv_kernel").into_iter().zip(arr("conv_stride")).collect()
+        arr("conv_kernel")
+            .into_iter()
+            .zip(arr("conv_stride"))
+            .collect()
     }
 }
 
@@ -264,8 +303,7 @@ pub fn conv_stride_and_receptive_field(layers: &[(usize, usize)]) -> (usize, usi
 mod tests {
     use super::*;
 
-    const BASE: [(usize, usize); 7] =
-        [(10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2)];
+    const BASE: [(usize, usize); 7] = [(10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2)];
 
     #[test]
     fn base_front_end_geometry() {

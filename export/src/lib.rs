@@ -1,1 +1,332 @@
+//! w2v exporter: Hugging Face `Wav2Vec2ForCTC` checkpoints to self-describing ONNX.
+//!
+//! `checkpoint` reads weights (safetensors, restricted-pickle `.bin`, shards), `config` the model
+//! configuration, `wav2vec2` builds the forward graph block by block, `graph` writes ONNX.
 
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use w2v_engine::fs::{atomic_write, AtomicWriteError};
+use w2v_engine::model_info::{self, ModelInfo, FORMAT_VERSION, MODEL_TYPE_WAV2VEC2_CTC};
+
+pub mod checkpoint;
+pub mod config;
+pub mod graph;
+pub mod wav2vec2;
+
+pub use checkpoint::CheckpointError;
+pub use config::{ConfigError, Wav2Vec2Config};
+
+/// The lowest and highest ONNX opsets the exporter writes.
+pub const MIN_OPSET: i64 = 17;
+pub const MAX_OPSET: i64 = 21;
+pub const DEFAULT_OPSET: i64 = 17;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{path}: no such model folder")]
+    NoFolder { path: PathBuf },
+    #[error("{path}: missing ({what})")]
+    MissingFile { path: PathBuf, what: &'static str },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{path}: {reason}")]
+    Vocab { path: PathBuf, reason: String },
+    #[error("{path}: invalid JSON: {reason}")]
+    Json { path: PathBuf, reason: String },
+    #[error("checkpoint has no tensor `{name}`")]
+    MissingTensor { name: String },
+    #[error("tensor `{name}` has shape {actual:?}, expected {expected:?}")]
+    TensorShape {
+        name: String,
+        expected: Vec<usize>,
+        actual: Vec<usize>,
+    },
+    #[error(
+        "checkpoint has tensors this exporter does not implement: {}",
+        format_names(names)
+    )]
+    UnexpectedTensors { names: Vec<String> },
+    #[error("unsupported opset {opset} (supported: {MIN_OPSET}..={MAX_OPSET})")]
+    Opset { opset: i64 },
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn format_names(names: &[String]) -> String {
+    let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+    if names.len() > 5 {
+        format!("{} and {} more", shown.join(", "), names.len() - 5)
+    } else {
+        shown.join(", ")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    pub opset: i64,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            opset: DEFAULT_OPSET,
+        }
+    }
+}
+
+/// What an export did, for the CLI's report and `--json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExportSummary {
+    pub source: PathBuf,
+    pub output: PathBuf,
+    pub weight_files: Vec<PathBuf>,
+    pub parameters: usize,
+    pub output_bytes: u64,
+    pub precision: String,
+    pub opset: i64,
+    pub seconds: f64,
+    pub info: ModelInfo,
+}
+
+/// The side files of a Hugging Face model folder that the runtime needs.
+struct FolderFiles {
+    config: Wav2Vec2Config,
+    vocab: Vec<String>,
+    word_delimiter: Option<String>,
+    sample_rate: u32,
+    do_normalize: bool,
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value, ExportError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ExportError::Json {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| ExportError::Json {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn read_folder_files(dir: &Path) -> Result<FolderFiles, ExportError> {
+    let config_path = dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(ExportError::MissingFile {
+            path: config_path,
+            what: "model configuration",
+        });
+    }
+    let config = Wav2Vec2Config::read(&config_path)?;
+
+    let vocab_path = dir.join("vocab.json");
+    if !vocab_path.is_file() {
+        return Err(ExportError::MissingFile {
+            path: vocab_path,
+            what: "CTC vocabulary",
+        });
+    }
+    let vocab_json = read_json(&vocab_path)?;
+    let vocab = vocab_from_json(&vocab_path, &vocab_json, config.vocab_size)?;
+
+    let tok_path = dir.join("tokenizer_config.json");
+    let delimiter_from_config = if tok_path.is_file() {
+        read_json(&tok_path)?
+            .get("word_delimiter_token")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    } else {
+        None
+    };
+    let word_delimiter = delimiter_from_config
+        .or_else(|| Some("|".to_string()))
+        .filter(|d| vocab.iter().any(|t| t == d));
+
+    let pre_path = dir.join("preprocessor_config.json");
+    let (sample_rate, do_normalize) = if pre_path.is_file() {
+        let pre = read_json(&pre_path)?;
+        let sr = pre
+            .get("sampling_rate")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(16000);
+        let norm = pre
+            .get("do_normalize")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true);
+        if sr == 0 || sr > 192_000 {
+            return Err(ExportError::Json {
+                path: pre_path,
+                reason: format!("sampling_rate {sr} is not a usable sample rate"),
+            });
+        }
+        (sr as u32, norm)
+    } else {
+        tracing::warn!(
+            "{}: missing; assuming 16 kHz input with normalization",
+            pre_path.display()
+        );
+        (16000, true)
+    };
+    Ok(FolderFiles {
+        config,
+        vocab,
+        word_delimiter,
+        sample_rate,
+        do_normalize,
+    })
+}
+
+/// `vocab.json` (token → id) as a list indexed by id, `vocab_size` long. Ids the file does not
+/// name (a checkpoint may reserve more logits than tokens) decode to nothing.
+fn vocab_from_json(
+    path: &Path,
+    json: &serde_json::Value,
+    vocab_size: usize,
+) -> Result<Vec<String>, ExportError> {
+    let err = |reason: String| ExportError::Vocab {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let map = json
+        .as_object()
+        .ok_or_else(|| err("expected a JSON object of token → id".into()))?;
+    // Multilingual checkpoints nest vocabularies by language; we need a flat one.
+    if map.values().any(|v| v.is_object()) {
+        return Err(err(
+            "per-language (nested) vocabularies are not supported".into()
+        ));
+    }
+    let mut vocab = vec![String::new(); vocab_size];
+    let mut seen = vec![false; vocab_size];
+    for (token, id) in map {
+        let id = id
+            .as_u64()
+            .ok_or_else(|| err(format!("token {token:?} has a non-integer id {id}")))?
+            as usize;
+        if id >= vocab_size {
+            return Err(err(format!(
+                "token {token:?} has id {id}, but the model has only {vocab_size} logits"
+            )));
+        }
+        if seen[id] {
+            return Err(err(format!("id {id} is used by more than one token")));
+        }
+        seen[id] = true;
+        vocab[id] = token.clone();
+    }
+    Ok(vocab)
+}
+
+/// sha256 over the weight files, in order.
+fn hash_files(files: &[PathBuf]) -> Result<String, ExportError> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for f in files {
+        let mut file = std::fs::File::open(f).map_err(|e| CheckpointError::io(f, e))?;
+        loop {
+            let n = file.read(&mut buf).map_err(|e| CheckpointError::io(f, e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// Export a Hugging Face `Wav2Vec2ForCTC` folder to a float32 ONNX model at `output`.
+/// The output is written atomically: on any error nothing is left at `output`.
+pub fn export_hf_folder(
+    src: &Path,
+    output: &Path,
+    options: &ExportOptions,
+) -> Result<ExportSummary, ExportError> {
+    let start = Instant::now();
+    if !(MIN_OPSET..=MAX_OPSET).contains(&options.opset) {
+        return Err(ExportError::Opset {
+            opset: options.opset,
+        });
+    }
+    if !src.is_dir() {
+        return Err(ExportError::NoFolder {
+            path: src.to_path_buf(),
+        });
+    }
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            return Err(ExportError::Write {
+                path: output.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("directory {} does not exist", parent.display()),
+                ),
+            });
+        }
+    }
+    let files = read_folder_files(src)?;
+    let (sd, weight_files) = checkpoint::load_state_dict(src)?;
+    let source_sha256 = hash_files(&weight_files)?;
+    tracing::info!(tensors = sd.len(), "read checkpoint");
+
+    let cfg = &files.config;
+    let model = wav2vec2::Wav2Vec2Graph::build(cfg, sd, options.opset)?;
+    let (frame_stride, receptive_field) =
+        model_info::conv_stride_and_receptive_field(&cfg.conv_layers());
+    let pad_token_id = cfg.pad_token_id.unwrap_or(0).min(cfg.vocab_size - 1);
+    let info = ModelInfo {
+        format_version: FORMAT_VERSION,
+        model_type: MODEL_TYPE_WAV2VEC2_CTC.into(),
+        config: cfg.raw.clone(),
+        vocab: files.vocab,
+        sample_rate: files.sample_rate,
+        do_normalize: files.do_normalize,
+        frame_stride,
+        receptive_field,
+        uses_attention_mask: cfg.uses_attention_mask(),
+        pad_token_id,
+        word_delimiter_token: files.word_delimiter,
+        precision: "fp32".into(),
+        source_sha256,
+        exporter_version: env!("CARGO_PKG_VERSION").into(),
+        raw: BTreeMap::new(),
+    };
+    let parameters = model.g.parameter_count();
+    atomic_write(output, |w| {
+        model
+            .g
+            .write_model(w, env!("CARGO_PKG_VERSION"), info.to_metadata_props())
+    })
+    .map_err(|e| match e {
+        AtomicWriteError::Io { path, source } => ExportError::Write { path, source },
+        AtomicWriteError::Write(source) => ExportError::Write {
+            path: output.to_path_buf(),
+            source,
+        },
+    })?;
+    let output_bytes = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+    // Re-read what was written so the summary shows exactly what the runtime will see.
+    let info = ModelInfo::read(output).map_err(|e| ExportError::Write {
+        path: output.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(ExportSummary {
+        source: src.to_path_buf(),
+        output: output.to_path_buf(),
+        weight_files,
+        parameters,
+        output_bytes,
+        precision: "fp32".into(),
+        opset: options.opset,
+        seconds: start.elapsed().as_secs_f64(),
+        info,
+    })
+}

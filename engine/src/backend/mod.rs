@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use crate::model_info::ModelInfo;
 
-pub mod tract;
 #[cfg(feature = "ort")]
 pub mod ort;
+pub mod tract;
 
 /// A batch of model inputs: `batch` rows of `len` samples each, row-major, already normalized as
 /// the model expects. `lengths[i]` is the number of valid (unpadded) samples in row `i`.
@@ -25,7 +25,12 @@ impl<'a> Batch<'a> {
     /// A batch of one unpadded row.
     pub fn single(samples: &'a [f32], lengths: &'a [usize]) -> Self {
         debug_assert_eq!(lengths.len(), 1);
-        Batch { samples, batch: 1, len: samples.len(), lengths }
+        Batch {
+            samples,
+            batch: 1,
+            len: samples.len(),
+            lengths,
+        }
     }
 }
 
@@ -49,9 +54,16 @@ impl Logits {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("{path}: cannot load model with {backend}: {reason}")]
-    Load { backend: &'static str, path: PathBuf, reason: String },
+    Load {
+        backend: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("{backend}: inference failed: {reason}")]
-    Run { backend: &'static str, reason: String },
+    Run {
+        backend: &'static str,
+        reason: String,
+    },
     #[error("ONNX Runtime library not available: {reason}")]
     OrtLibrary { reason: String },
 }
@@ -80,4 +92,18 @@ pub fn attention_mask(batch: &Batch<'_>) -> Vec<i64> {
         mask[b * batch.len..b * batch.len + n.min(batch.len)].fill(1);
     }
     mask
+}
+
+impl Backend for Box<dyn Backend> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn info(&self) -> &ModelInfo {
+        (**self).info()
+    }
+
+    fn run(&mut self, batch: &Batch<'_>) -> Result<Logits, BackendError> {
+        (**self).run(batch)
+    }
 }

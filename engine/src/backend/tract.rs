@@ -27,8 +27,15 @@ const NAME: &str = "tract";
 impl TractBackend {
     pub fn load(path: &Path, _options: &BackendOptions) -> Result<Self, BackendError> {
         let info = ModelInfo::read(path).map_err(|e| load_err(path, e))?;
-        let model = tract_onnx::onnx().model_for_path(path).map_err(|e| load_err(path, e))?;
-        Ok(TractBackend { path: path.to_path_buf(), info, model, plans: HashMap::new() })
+        let model = tract_onnx::onnx()
+            .model_for_path(path)
+            .map_err(|e| load_err(path, e))?;
+        Ok(TractBackend {
+            path: path.to_path_buf(),
+            info,
+            model,
+            plans: HashMap::new(),
+        })
     }
 
     fn plan(&mut self, batch: usize, len: usize) -> Result<Plan, BackendError> {
@@ -38,9 +45,13 @@ impl TractBackend {
         tracing::debug!(batch, len, "tract: compiling plan");
         let mut model = self.model.clone();
         let err = |e: TractError| load_err(&self.path, e);
-        model = model.with_input_fact(0, f32::fact([batch, len]).into()).map_err(err)?;
+        model = model
+            .with_input_fact(0, f32::fact([batch, len]).into())
+            .map_err(err)?;
         if self.info.uses_attention_mask {
-            model = model.with_input_fact(1, i64::fact([batch, len]).into()).map_err(err)?;
+            model = model
+                .with_input_fact(1, i64::fact([batch, len]).into())
+                .map_err(err)?;
         }
         let plan: Plan = model
             .into_optimized()
@@ -53,11 +64,18 @@ impl TractBackend {
 }
 
 fn load_err(path: &Path, e: impl std::fmt::Display) -> BackendError {
-    BackendError::Load { backend: NAME, path: path.to_path_buf(), reason: format!("{e:#}") }
+    BackendError::Load {
+        backend: NAME,
+        path: path.to_path_buf(),
+        reason: format!("{e:#}"),
+    }
 }
 
 fn run_err(e: impl std::fmt::Display) -> BackendError {
-    BackendError::Run { backend: NAME, reason: format!("{e:#}") }
+    BackendError::Run {
+        backend: NAME,
+        reason: format!("{e:#}"),
+    }
 }
 
 impl Backend for TractBackend {
@@ -71,7 +89,8 @@ impl Backend for TractBackend {
 
     fn run(&mut self, batch: &Batch<'_>) -> Result<Logits, BackendError> {
         let plan = self.plan(batch.batch, batch.len)?;
-        let input = Tensor::from_shape(&[batch.batch, batch.len], batch.samples).map_err(run_err)?;
+        let input =
+            Tensor::from_shape(&[batch.batch, batch.len], batch.samples).map_err(run_err)?;
         let mut inputs: TVec<TValue> = tvec!(input.into());
         if self.info.uses_attention_mask {
             let mask = Tensor::from_shape(&[batch.batch, batch.len], &attention_mask(batch))
@@ -82,7 +101,10 @@ impl Backend for TractBackend {
         let logits = outputs[0].to_plain_array_view::<f32>().map_err(run_err)?;
         let shape = logits.shape().to_vec();
         if shape.len() != 3 {
-            return Err(run_err(format!("logits have rank {}, expected 3", shape.len())));
+            return Err(run_err(format!(
+                "logits have rank {}, expected 3",
+                shape.len()
+            )));
         }
         Ok(Logits {
             data: logits.iter().copied().collect(),

@@ -1,0 +1,54 @@
+//! Greedy CTC decoding of 30 s of logits (1500 frames × 32 tokens, the base-960h vocabulary).
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use w2v_engine::ctc::{best_path, greedy_decode, Vocabulary};
+
+const VOCAB: [&str; 32] = [
+    "<pad>", "<s>", "</s>", "<unk>", "|", "E", "T", "A", "O", "N", "I", "H", "S", "R", "D", "L",
+    "U", "M", "W", "C", "F", "G", "Y", "P", "B", "V", "K", "'", "X", "J", "Q", "Z",
+];
+const FRAMES: usize = 1500;
+
+/// Speech-like logits: noise everywhere, a peak on blank in about two frames of three and on a
+/// letter or delimiter otherwise.
+fn logits() -> Vec<f32> {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut logits = Vec::with_capacity(FRAMES * VOCAB.len());
+    for _ in 0..FRAMES {
+        let row_start = logits.len();
+        logits.extend((0..VOCAB.len()).map(|_| (next() % 1000) as f32 / 250.0 - 2.0));
+        let peak = if next() % 3 != 0 {
+            0
+        } else {
+            4 + (next() % 28) as usize
+        };
+        logits[row_start + peak] += 8.0;
+    }
+    logits
+}
+
+fn bench(c: &mut Criterion) {
+    let vocab = Vocabulary::new(
+        VOCAB.iter().map(|s| s.to_string()).collect(),
+        0,
+        Some("|".into()),
+    );
+    let logits = logits();
+    c.bench_function("greedy_decode 30 s (1500x32)", |b| {
+        b.iter(|| greedy_decode(black_box(&logits), &vocab, 0.02, 0.0))
+    });
+    c.bench_function("best_path 30 s (1500x32)", |b| {
+        b.iter(|| best_path(black_box(&logits), VOCAB.len(), 0))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

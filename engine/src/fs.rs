@@ -1,0 +1,106 @@
+//! Crash-safe file writing shared by every crate that produces files (models, checkpoints).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Write `path` atomically: the content goes to a temporary file in the same directory, is
+/// fsynced, then renamed over `path`. On any error (including one returned by `write`) the
+/// temporary file is removed and `path` is left untouched, so no partial output is ever visible.
+pub fn atomic_write<E>(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<(), E>,
+) -> Result<(), AtomicWriteError<E>> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(AtomicWriteError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("directory {} does not exist", dir.display()),
+            ),
+        });
+    }
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let io = |source| AtomicWriteError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let result = (|| {
+        let file = File::create(&tmp).map_err(io)?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        write(&mut w).map_err(AtomicWriteError::Write)?;
+        let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        // Make the rename itself durable.
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AtomicWriteError<E> {
+    #[error("{path}: cannot write: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Write(E),
+}
+
+/// Convenience for writers that only do I/O.
+pub fn atomic_write_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    atomic_write(path, |w| w.write_all(bytes)).map_err(|e| match e {
+        AtomicWriteError::Io { source, .. } => source,
+        AtomicWriteError::Write(e) => e,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_write_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.bin");
+        let r = atomic_write(&p, |w| {
+            w.write_all(b"partial").unwrap();
+            Err::<(), _>("boom")
+        });
+        assert!(matches!(r, Err(AtomicWriteError::Write("boom"))));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn missing_directory_is_an_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nope").join("out.bin");
+        let e = atomic_write_bytes(&p, b"x").unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn replaces_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.bin");
+        atomic_write_bytes(&p, b"one").unwrap();
+        atomic_write_bytes(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+    }
+}

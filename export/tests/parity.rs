@@ -1,0 +1,166 @@
+//! Every committed fixture checkpoint, exported and run in tract and ONNX Runtime, must match the
+//! PyTorch reference logits the fixture generator (tools/fixtures/gen_wav2vec2.py) recorded.
+//!
+//! Tolerance: max |logit difference| ≤ 1e-4 (logits are O(10); this is float32 reordering noise,
+//! far below any real error), and identical argmax on every frame whose reference top-2 margin
+//! exceeds 2e-4 (closer frames are ties within the tolerance).
+
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+use w2v_engine::backend::ort::{OrtBackend, OrtOptions};
+use w2v_engine::backend::tract::TractBackend;
+use w2v_engine::{Backend, BackendOptions, Batch};
+use w2v_export::{export_hf_folder, ExportOptions};
+
+const MAX_ABS_DIFF: f32 = 1e-4;
+const TIE_MARGIN: f32 = 2e-4;
+
+fn fixtures() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/fixtures/wav2vec2");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("config.json").is_file())
+        .collect();
+    v.sort();
+    assert_eq!(
+        v.len(),
+        4,
+        "expected the four fixture variants in {}",
+        root.display()
+    );
+    v
+}
+
+struct Case {
+    name: String,
+    input: Vec<f32>,
+    shape: Vec<usize>,
+    lengths: Vec<usize>,
+    logits: Vec<f32>,
+    logits_shape: Vec<usize>,
+}
+
+fn f32s(st: &SafeTensors, name: &str) -> (Vec<f32>, Vec<usize>) {
+    let t = st.tensor(name).unwrap();
+    assert_eq!(t.dtype(), Dtype::F32);
+    let v = t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (v, t.shape().to_vec())
+}
+
+fn cases(dir: &Path) -> Vec<Case> {
+    let bytes = std::fs::read(dir.join("references.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st
+        .names()
+        .iter()
+        .filter_map(|n| n.strip_suffix(".logits").map(str::to_string))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let (input, shape) = f32s(&st, &format!("{name}.input_values"));
+            let (logits, logits_shape) = f32s(&st, &format!("{name}.logits"));
+            let lengths = match st.tensor(&format!("{name}.attention_mask")) {
+                Ok(m) => m
+                    .data()
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect::<Vec<_>>()
+                    .chunks(shape[1])
+                    .map(|row| row.iter().sum::<i64>() as usize)
+                    .collect(),
+                Err(_) => vec![shape[1]; shape[0]],
+            };
+            Case {
+                name,
+                input,
+                shape,
+                lengths,
+                logits,
+                logits_shape,
+            }
+        })
+        .collect()
+}
+
+fn compare(what: &str, case: &Case, got: &w2v_engine::Logits) {
+    assert_eq!(
+        vec![got.batch, got.frames, got.vocab],
+        case.logits_shape,
+        "{what}/{}: logits shape",
+        case.name
+    );
+    let mut max_diff = 0f32;
+    for (a, b) in got.data.iter().zip(&case.logits) {
+        max_diff = max_diff.max((a - b).abs());
+    }
+    assert!(
+        max_diff <= MAX_ABS_DIFF,
+        "{what}/{}: max |diff| {max_diff} > {MAX_ABS_DIFF}",
+        case.name
+    );
+    let v = got.vocab;
+    for (f, (row, reference)) in got.data.chunks(v).zip(case.logits.chunks(v)).enumerate() {
+        let mut sorted = reference.to_vec();
+        sorted.sort_by(|a, b| b.partial_cmp(a).unwrap());
+        if sorted[0] - sorted[1] <= TIE_MARGIN {
+            continue;
+        }
+        let argmax = |r: &[f32]| {
+            r.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.partial_cmp(b.1).unwrap())
+                .unwrap()
+                .0
+        };
+        assert_eq!(
+            argmax(row),
+            argmax(reference),
+            "{what}/{}: argmax at frame {f}",
+            case.name
+        );
+    }
+    eprintln!("{what}/{}: max |diff| {max_diff:.2e}", case.name);
+}
+
+fn run_all(backend: &mut dyn Backend, what: &str, dir: &Path) {
+    for case in cases(dir) {
+        let batch = Batch {
+            samples: &case.input,
+            batch: case.shape[0],
+            len: case.shape[1],
+            lengths: &case.lengths,
+        };
+        let got = backend
+            .run(&batch)
+            .unwrap_or_else(|e| panic!("{what}/{}: {e}", case.name));
+        compare(what, &case, &got);
+    }
+}
+
+#[test]
+fn exported_fixtures_match_pytorch_in_tract_and_ort() {
+    let out = tempfile::tempdir().unwrap();
+    for dir in fixtures() {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let onnx = out.path().join(format!("{name}.onnx"));
+        let summary = export_hf_folder(&dir, &onnx, &ExportOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: export failed: {e}"));
+        assert_eq!(
+            summary.info.uses_attention_mask,
+            name.contains("layer") || name.contains("large")
+        );
+
+        let mut tract = TractBackend::load(&onnx, &BackendOptions::default()).unwrap();
+        run_all(&mut tract, &format!("tract/{name}"), &dir);
+        let mut ort = OrtBackend::load(&onnx, &OrtOptions::default()).unwrap();
+        run_all(&mut ort, &format!("ort/{name}"), &dir);
+    }
+}

@@ -1,0 +1,129 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Serialize;
+use w2v_engine::manifest::read_manifest;
+use w2v_engine::metrics::{char_errors, word_errors, EditCounts};
+use w2v_engine::transcriber::Transcriber;
+
+use super::model::{open_backend, ModelArgs};
+use super::transcribe::{progress_bar, transcribe_file};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// TSV of `path<TAB>transcript` rows (paths relative to the TSV; header and extra columns allowed).
+    #[arg(long)]
+    data: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also print each utterance's reference and hypothesis.
+    #[arg(long)]
+    show: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    backend: &'static str,
+    utterances: usize,
+    failed: usize,
+    wer: f64,
+    cer: f64,
+    words: EditCounts,
+    chars: EditCounts,
+    audio_seconds: f64,
+    compute_seconds: f64,
+    real_time_factor: f64,
+    wall_seconds: f64,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let rows = read_manifest(&args.data)?;
+    let model_path = super::model::resolve_model(args.model.model.as_deref())?;
+    let mut t = Transcriber::new(open_backend(&args.model)?);
+    let start = Instant::now();
+    let bar = progress_bar(rows.len() as u64, "evaluating");
+    let (mut words, mut chars) = (EditCounts::default(), EditCounts::default());
+    let (mut audio_s, mut compute_s, mut failed) = (0.0, 0.0, 0);
+    for row in &rows {
+        match transcribe_file(&mut t, &row.path) {
+            Ok(tr) => {
+                words += word_errors(&row.transcript, &tr.text);
+                chars += char_errors(&row.transcript, &tr.text);
+                audio_s += tr.duration;
+                compute_s += tr.compute_seconds;
+                if args.show {
+                    bar.suspend(|| {
+                        println!(
+                            "{}\n  ref: {}\n  hyp: {}",
+                            row.path.display(),
+                            row.transcript,
+                            tr.text
+                        )
+                    });
+                }
+            }
+            Err(e) => {
+                bar.suspend(|| eprintln!("error: {e:#}"));
+                failed += 1;
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let report = Report {
+        model: model_path.display().to_string(),
+        backend: t.backend_name(),
+        utterances: rows.len() - failed,
+        failed,
+        wer: words.rate(),
+        cer: chars.rate(),
+        words,
+        chars,
+        audio_seconds: audio_s,
+        compute_seconds: compute_s,
+        real_time_factor: if audio_s > 0.0 {
+            compute_s / audio_s
+        } else {
+            0.0
+        },
+        wall_seconds: start.elapsed().as_secs_f64(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "utterances: {} ({} failed)",
+            report.utterances, report.failed
+        );
+        println!(
+            "WER: {:.2}% ({} errors / {} words: {} sub, {} del, {} ins)",
+            report.wer * 100.0,
+            words.errors(),
+            words.reference_len,
+            words.substitutions,
+            words.deletions,
+            words.insertions
+        );
+        println!(
+            "CER: {:.2}% ({} errors / {} chars)",
+            report.cer * 100.0,
+            chars.errors(),
+            chars.reference_len
+        );
+        println!(
+            "audio {:.1} s, compute {:.1} s, real-time factor {:.3}",
+            report.audio_seconds, report.compute_seconds, report.real_time_factor
+        );
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,5 @@
+pub mod eval;
+pub mod export;
+pub mod inspect;
+pub mod model;
+pub mod transcribe;

@@ -1,0 +1,100 @@
+//! Choosing and opening a model and its backend: the one place the binary decides this.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use clap::ValueEnum;
+use w2v_engine::backend::ort::{OrtBackend, OrtOptions};
+use w2v_engine::backend::tract::TractBackend;
+use w2v_engine::{Backend, BackendOptions};
+
+/// The shipped default model's file name inside `models/`.
+pub const DEFAULT_MODEL_FILE: &str = "default.onnx";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// tract: pure Rust, CPU, no setup.
+    Tract,
+    /// ONNX Runtime (tools/fetch-ort.sh or ORT_DYLIB_PATH provides the library).
+    Ort,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// Model (.onnx made by `w2v export`); defaults to the shipped model.
+    #[arg(long, short)]
+    pub model: Option<PathBuf>,
+    /// Inference backend.
+    #[arg(long, value_enum, default_value = "tract")]
+    pub backend: BackendKind,
+    /// Intra-op threads (default: the runtime's choice).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Where a shipped default model may be: `W2V_MODEL`, next to the installed binary, or the
+/// source tree's models/ folder (for `cargo run`).
+fn default_model_candidates() -> Vec<PathBuf> {
+    let mut c = Vec::new();
+    if let Some(p) = std::env::var_os("W2V_MODEL") {
+        c.push(PathBuf::from(p));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            c.push(dir.join("models").join(DEFAULT_MODEL_FILE));
+            c.push(dir.join("../share/w2v/models").join(DEFAULT_MODEL_FILE));
+        }
+    }
+    c.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(DEFAULT_MODEL_FILE),
+    );
+    c
+}
+
+pub fn resolve_model(model: Option<&Path>) -> Result<PathBuf> {
+    if let Some(m) = model {
+        return Ok(m.to_path_buf());
+    }
+    let candidates = default_model_candidates();
+    match candidates.iter().find(|p| p.is_file()) {
+        Some(p) => Ok(p.clone()),
+        None => bail!(
+            "no --model given and no shipped model found (looked at {})",
+            candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+pub fn open_backend(args: &ModelArgs) -> Result<Box<dyn Backend>> {
+    let path = resolve_model(args.model.as_deref())?;
+    if path.is_dir() {
+        bail!(
+            "{}: is a directory, not an ONNX model (export it first with `w2v export`)",
+            path.display()
+        );
+    }
+    if !path.is_file() {
+        bail!("{}: no such model file", path.display());
+    }
+    let common = BackendOptions {
+        threads: args.threads,
+    };
+    let backend: Box<dyn Backend> = match args.backend {
+        BackendKind::Tract => Box::new(TractBackend::load(&path, &common)?),
+        BackendKind::Ort => {
+            let options = OrtOptions {
+                common,
+                ..OrtOptions::default()
+            };
+            Box::new(OrtBackend::load(&path, &options)?)
+        }
+    };
+    tracing::info!(model = %path.display(), backend = backend.name(), "model loaded");
+    Ok(backend)
+}

@@ -1,0 +1,184 @@
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::ValueEnum;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use w2v_engine::audio;
+use w2v_engine::ctc::Word;
+use w2v_engine::transcriber::{FileTranscript, Transcriber};
+use w2v_engine::Backend;
+
+use super::model::{open_backend, ModelArgs};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The transcript, one line per file (prefixed by the file name when there are several).
+    Text,
+    /// One JSON object per file and line: text, words with times and confidence, timing.
+    Json,
+    /// SubRip subtitles.
+    Srt,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Audio files (WAV, FLAC, MP3, OGG/Vorbis; any sample rate and channel count).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// Window length for long audio, in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    chunk_seconds: f64,
+}
+
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    file: &'a Path,
+    #[serde(flatten)]
+    transcript: &'a FileTranscript,
+}
+
+pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    if len < 2 || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Decode and transcribe one file; errors name the file.
+pub fn transcribe_file<B: Backend>(t: &mut Transcriber<B>, path: &Path) -> Result<FileTranscript> {
+    let samples = audio::load(path, t.info().sample_rate)?;
+    Ok(t.transcribe(&samples)?)
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let mut t = Transcriber::new(open_backend(&args.model)?);
+    t.plan.chunk_seconds = args.chunk_seconds;
+    let bar = progress_bar(args.files.len() as u64, "transcribing");
+    let many = args.files.len() > 1;
+    let mut failures = Vec::new();
+    let stdout = std::io::stdout();
+    for path in &args.files {
+        match transcribe_file(&mut t, path) {
+            Ok(tr) => {
+                let mut out = stdout.lock();
+                match args.format {
+                    Format::Text if many => writeln!(out, "{}: {}", path.display(), tr.text)?,
+                    Format::Text => writeln!(out, "{}", tr.text)?,
+                    Format::Json => writeln!(
+                        out,
+                        "{}",
+                        serde_json::to_string(&JsonLine {
+                            file: path,
+                            transcript: &tr
+                        })?
+                    )?,
+                    Format::Srt => write!(out, "{}", srt(&tr.words))?,
+                }
+            }
+            Err(e) => {
+                bar.suspend(|| eprintln!("error: {e:#}"));
+                failures.push(path.clone());
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if failures.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "{} of {} files failed: {}",
+        failures.len(),
+        args.files.len(),
+        failures
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(ExitCode::FAILURE)
+}
+
+/// SubRip cues of at most 7 words or 3.5 seconds each.
+fn srt(words: &[Word]) -> String {
+    fn stamp(t: f64) -> String {
+        let ms = (t.max(0.0) * 1000.0).round() as u64;
+        format!(
+            "{:02}:{:02}:{:02},{:03}",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000
+        )
+    }
+    let mut out = String::new();
+    let mut cue: Vec<&Word> = Vec::new();
+    let mut n = 0;
+    let mut flush = |cue: &mut Vec<&Word>, out: &mut String| {
+        if let (Some(first), Some(last)) = (cue.first(), cue.last()) {
+            n += 1;
+            let text: Vec<&str> = cue.iter().map(|w| w.text.as_str()).collect();
+            out.push_str(&format!(
+                "{n}\n{} --> {}\n{}\n\n",
+                stamp(first.start),
+                stamp(last.end),
+                text.join(" ")
+            ));
+        }
+        cue.clear();
+    };
+    for w in words {
+        if let Some(first) = cue.first() {
+            if cue.len() >= 7 || w.end - first.start > 3.5 {
+                flush(&mut cue, &mut out);
+            }
+        }
+        cue.push(w);
+    }
+    flush(&mut cue, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(text: &str, start: f64, end: f64) -> Word {
+        Word {
+            text: text.into(),
+            start,
+            end,
+            confidence: 1.0,
+        }
+    }
+
+    #[test]
+    fn srt_cues() {
+        let s = srt(&[
+            w("hello", 0.5, 1.0),
+            w("world", 1.1, 1.5),
+            w("again", 4.2, 4.6),
+        ]);
+        assert_eq!(
+            s,
+            "1\n00:00:00,500 --> 00:00:01,500\nhello world\n\n2\n00:00:04,200 --> 00:00:04,600\nagain\n\n"
+        );
+    }
+}
