@@ -175,7 +175,7 @@ impl<B: Backend> Transcriber<B> {
                 data.extend_from_slice(&out.row(0)[w.keep_from * vocab..to * vocab]);
             }
         }
-        let frames = if vocab == 0 { 0 } else { data.len() / vocab };
+        let frames = data.len().checked_div(vocab).unwrap_or(0);
         Ok(Logits {
             data,
             batch: 1,

@@ -62,8 +62,9 @@ fn solve3(mut m: [[f64; 3]; 3], mut v: [f64; 3]) -> [f64; 3] {
         for r in 0..3 {
             if r != col {
                 let f = m[r][col] / m[col][col];
-                for c in 0..3 {
-                    m[r][c] -= f * m[col][c];
+                let pivot_row = m[col];
+                for (x, p) in m[r].iter_mut().zip(pivot_row) {
+                    *x -= f * p;
                 }
                 v[r] -= f * v[col];
             }

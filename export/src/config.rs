@@ -249,7 +249,7 @@ impl Wav2Vec2Config {
         }
         if self.hidden_size == 0
             || self.num_attention_heads == 0
-            || self.hidden_size % self.num_attention_heads != 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
         {
             return bad(
                 "num_attention_heads",
@@ -258,7 +258,9 @@ impl Wav2Vec2Config {
             );
         }
         if self.num_conv_pos_embedding_groups == 0
-            || self.hidden_size % self.num_conv_pos_embedding_groups != 0
+            || !self
+                .hidden_size
+                .is_multiple_of(self.num_conv_pos_embedding_groups)
         {
             return bad(
                 "num_conv_pos_embedding_groups",

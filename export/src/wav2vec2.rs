@@ -157,10 +157,7 @@ impl<'a> Wav2Vec2Graph<'a> {
 
         let features = m.feature_encoder(&input)?;
         let hidden = m.feature_projection(&features)?;
-        let frame_mask = match &mask {
-            Some(mask) => Some(m.frame_mask(mask, &features)),
-            None => None,
-        };
+        let frame_mask = mask.as_ref().map(|mask| m.frame_mask(mask, &features));
         let hidden = m.encoder(&hidden, frame_mask.as_deref())?;
         m.lm_head(&hidden)?;
 

@@ -130,7 +130,8 @@ fn compare(what: &str, case: &Case, got: &w2v_engine::Logits) {
     eprintln!("{what}/{}: max |diff| {max_diff:.2e}", case.name);
 }
 
-fn run_all(backend: &mut dyn Backend, what: &str, dir: &Path) {
+fn run_all(backend: &mut dyn Backend, what: &str, dir: &Path) -> Vec<w2v_engine::Logits> {
+    let mut outputs = Vec::new();
     for case in cases(dir) {
         let batch = Batch {
             samples: &case.input,
@@ -142,7 +143,9 @@ fn run_all(backend: &mut dyn Backend, what: &str, dir: &Path) {
             .run(&batch)
             .unwrap_or_else(|e| panic!("{what}/{}: {e}", case.name));
         compare(what, &case, &got);
+        outputs.push(got);
     }
+    outputs
 }
 
 #[test]
@@ -159,8 +162,19 @@ fn exported_fixtures_match_pytorch_in_tract_and_ort() {
         );
 
         let mut tract = TractBackend::load(&onnx, &BackendOptions::default()).unwrap();
-        run_all(&mut tract, &format!("tract/{name}"), &dir);
+        let from_tract = run_all(&mut tract, &format!("tract/{name}"), &dir);
         let mut ort = OrtBackend::load(&onnx, &OrtOptions::default()).unwrap();
-        run_all(&mut ort, &format!("ort/{name}"), &dir);
+        let from_ort = run_all(&mut ort, &format!("ort/{name}"), &dir);
+        // The two runtimes must also agree with each other within the same tolerance.
+        for (t, o) in from_tract.iter().zip(&from_ort) {
+            assert_eq!((t.batch, t.frames, t.vocab), (o.batch, o.frames, o.vocab));
+            let d = t
+                .data
+                .iter()
+                .zip(&o.data)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(d <= MAX_ABS_DIFF, "{name}: tract vs ort max |diff| {d}");
+        }
     }
 }

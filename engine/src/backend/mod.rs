@@ -53,6 +53,9 @@ impl Logits {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
+    /// The file is not a w2v model (its metadata names the file).
+    #[error(transparent)]
+    Model(#[from] crate::model_info::ModelInfoError),
     #[error("{path}: cannot load model with {backend}: {reason}")]
     Load {
         backend: &'static str,

@@ -184,7 +184,7 @@ impl OrtBackend {
     /// Load a w2v model: read its metadata, initialize ONNX Runtime if needed, create a session and
     /// check that the graph's inputs and outputs are the ones the metadata promises.
     pub fn load(path: &Path, options: &OrtOptions) -> Result<Self, BackendError> {
-        let info = ModelInfo::read(path).map_err(|e| load_err(path, e))?;
+        let info = ModelInfo::read(path)?;
         let runtime = runtime()?;
         let eps: Vec<ExecutionProviderDispatch> = options
             .execution_providers

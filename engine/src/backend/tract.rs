@@ -26,7 +26,7 @@ const NAME: &str = "tract";
 
 impl TractBackend {
     pub fn load(path: &Path, _options: &BackendOptions) -> Result<Self, BackendError> {
-        let info = ModelInfo::read(path).map_err(|e| load_err(path, e))?;
+        let info = ModelInfo::read(path)?;
         let model = tract_onnx::onnx()
             .model_for_path(path)
             .map_err(|e| load_err(path, e))?;
@@ -56,8 +56,7 @@ impl TractBackend {
         let plan: Plan = model
             .into_optimized()
             .and_then(|m| m.into_runnable())
-            .map_err(err)?
-            .into();
+            .map_err(err)?;
         self.plans.insert((batch, len), plan.clone());
         Ok(plan)
     }
