@@ -16,21 +16,31 @@ fn inference(c: &mut Criterion) {
         .join("tools/fixtures/wav2vec2/base-safetensors");
     export_hf_folder(&src, &onnx, &ExportOptions::default()).unwrap();
     let common = BackendOptions { threads: Some(1) };
-    let mut backends: Vec<Box<dyn Backend>> = vec![Box::new(TractBackend::load(&onnx, &common).unwrap())];
-    match OrtBackend::load(&onnx, &OrtOptions { common, ..OrtOptions::default() }) {
+    let mut backends: Vec<Box<dyn Backend>> =
+        vec![Box::new(TractBackend::load(&onnx, &common).unwrap())];
+    match OrtBackend::load(
+        &onnx,
+        &OrtOptions {
+            common,
+            ..OrtOptions::default()
+        },
+    ) {
         Ok(b) => backends.push(Box::new(b)),
         Err(e) => eprintln!("skipping ONNX Runtime: {e}"),
     }
     let mut group = c.benchmark_group("inference_tiny_fixture");
     for seconds in [1usize, 10] {
-        let samples: Vec<f32> =
-            (0..seconds * 16000).map(|i| ((i as f32) * 0.05).sin() * 0.3).collect();
+        let samples: Vec<f32> = (0..seconds * 16000)
+            .map(|i| ((i as f32) * 0.05).sin() * 0.3)
+            .collect();
         let lengths = [samples.len()];
         for b in backends.iter_mut() {
             let name = b.name();
-            group.bench_with_input(BenchmarkId::new(name, format!("{seconds}s")), &samples, |bench, s| {
-                bench.iter(|| b.run(&Batch::single(s, &lengths)).unwrap())
-            });
+            group.bench_with_input(
+                BenchmarkId::new(name, format!("{seconds}s")),
+                &samples,
+                |bench, s| bench.iter(|| b.run(&Batch::single(s, &lengths)).unwrap()),
+            );
         }
     }
     group.finish();

@@ -41,7 +41,9 @@ fn inspect_json(model: &Path) -> Value {
 }
 
 fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[test]
@@ -291,7 +293,11 @@ fn batch_feat_extract_norm_is_refused() {
 }
 
 /// `base-safetensors` with `lm_head.weight` (32 × 32) stored under another shape.
-fn reshaped_lm_head(parent: &Path, shape: &[usize], keep_bytes: Option<usize>) -> std::path::PathBuf {
+fn reshaped_lm_head(
+    parent: &Path,
+    shape: &[usize],
+    keep_bytes: Option<usize>,
+) -> std::path::PathBuf {
     let src = fixture_copy("base-safetensors", parent, "m");
     let weights = src.join("model.safetensors");
     let mut tensors = read_safetensors(&weights);
@@ -325,12 +331,18 @@ fn weight_of_the_wrong_shape() {
     // Same element count, other shape.
     let tmp = tempfile::tempdir().unwrap();
     let src = reshaped_lm_head(tmp.path(), &[16, 64], None);
-    export_fails(&src, &[&shown(&src), "lm_head.weight", "[16, 64]", "[32, 32]"]);
+    export_fails(
+        &src,
+        &[&shown(&src), "lm_head.weight", "[16, 64]", "[32, 32]"],
+    );
 
     // Fewer elements.
     let tmp = tempfile::tempdir().unwrap();
     let src = reshaped_lm_head(tmp.path(), &[31, 32], Some(31 * 32 * 4));
-    export_fails(&src, &[&shown(&src), "lm_head.weight", "[31, 32]", "[32, 32]"]);
+    export_fails(
+        &src,
+        &[&shown(&src), "lm_head.weight", "[31, 32]", "[32, 32]"],
+    );
 }
 
 #[test]

@@ -254,10 +254,7 @@ pub fn parse_device_tree_string_list(bytes: &[u8]) -> Vec<String> {
 /// Parses `/etc/nv_tegra_release`, whose first line reads
 /// `# R36 (release), REVISION: 4.4, GCID: 38415262, BOARD: generic, EABI: aarch64, DATE: …`.
 pub fn parse_l4t_release(text: &str) -> Option<L4tRelease> {
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("# R"))?;
+    let line = text.lines().map(str::trim).find(|l| l.starts_with("# R"))?;
     let rest = &line["# R".len()..];
     let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
     let major: u32 = rest[..digits].parse().ok()?;

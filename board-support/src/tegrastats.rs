@@ -98,14 +98,17 @@ impl TegraStats {
             }
         }
         let mut recognized = false;
+        let mut in_other = false;
         while i < tokens.len() {
             match stats.take_section(&tokens[i..]) {
                 Some((consumed, core)) => {
                     recognized |= core;
+                    in_other = false;
                     i += consumed;
                 }
                 None => {
-                    stats.keep_other(tokens[i]);
+                    stats.keep_other(tokens[i], in_other);
+                    in_other = true;
                     i += 1;
                 }
             }
@@ -122,7 +125,9 @@ impl TegraStats {
     }
 
     /// Parses every non-blank line of `text` (e.g. a `tegrastats --logfile` file).
-    pub fn parse_lines(text: &str) -> impl Iterator<Item = Result<TegraStats, TegrastatsError>> + '_ {
+    pub fn parse_lines(
+        text: &str,
+    ) -> impl Iterator<Item = Result<TegraStats, TegrastatsError>> + '_ {
         text.lines()
             .filter(|l| !l.trim().is_empty())
             .map(TegraStats::parse_line)
@@ -214,12 +219,13 @@ impl TegraStats {
         }
     }
 
-    /// Keeps an uninterpreted token: a name-like token (`APE`, `VIC_FREQ`) starts a new entry of
-    /// [`TegraStats::other`], anything else is appended to the current one.
-    fn keep_other(&mut self, token: &str) {
+    /// Keeps an uninterpreted token: a name-like token (`APE`, `VIC_FREQ`), or any token right
+    /// after an interpreted section, starts a new entry of [`TegraStats::other`]; anything else
+    /// (`continues`: the previous token was kept here too) is appended to the current one.
+    fn keep_other(&mut self, token: &str, continues: bool) {
         let starts_section = token.starts_with(|c: char| c.is_ascii_uppercase()) && is_name(token);
         match self.other.last_mut() {
-            Some(last) if !starts_section => {
+            Some(last) if continues && !starts_section => {
                 last.push(' ');
                 last.push_str(token);
             }
@@ -395,7 +401,15 @@ mod tests {
     fn tokens_keep_parenthesized_groups() {
         assert_eq!(
             tokenize(" RAM 1/2MB (lfb 3x4MB) IRAM 0/252kB(lfb 252kB) APE 25 "),
-            ["RAM", "1/2MB", "(lfb 3x4MB)", "IRAM", "0/252kB(lfb 252kB)", "APE", "25"]
+            [
+                "RAM",
+                "1/2MB",
+                "(lfb 3x4MB)",
+                "IRAM",
+                "0/252kB(lfb 252kB)",
+                "APE",
+                "25"
+            ]
         );
     }
 

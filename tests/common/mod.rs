@@ -55,7 +55,10 @@ impl Run {
 
     /// The non-empty lines of stderr.
     pub fn stderr_lines(&self) -> Vec<&str> {
-        self.stderr.lines().filter(|l| !l.trim().is_empty()).collect()
+        self.stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
     }
 }
 
@@ -331,10 +334,7 @@ pub fn read_safetensors(path: &Path) -> Vec<StTensor> {
 /// Write tensors as a safetensors file.
 pub fn write_safetensors(path: &Path, tensors: &[StTensor]) {
     let mut header = serde_json::Map::new();
-    header.insert(
-        "__metadata__".into(),
-        serde_json::json!({ "format": "pt" }),
-    );
+    header.insert("__metadata__".into(), serde_json::json!({ "format": "pt" }));
     let mut offset = 0usize;
     for t in tensors {
         header.insert(
@@ -349,9 +349,8 @@ pub fn write_safetensors(path: &Path, tensors: &[StTensor]) {
     }
     let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
     // The format asks for a header padded (with spaces) to a multiple of 8.
-    while h.len() % 8 != 0 {
-        h.push(b' ');
-    }
+    let padded = h.len().div_ceil(8) * 8;
+    h.resize(padded, b' ');
     let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
     bytes.extend_from_slice(&h);
     for t in tensors {
@@ -408,14 +407,20 @@ pub fn f32_wav(rate: u32, samples: &[f32]) -> Vec<u8> {
 pub fn tone(rate: u32, seconds: f64) -> Vec<f32> {
     let n = (f64::from(rate) * seconds) as usize;
     (0..n)
-        .map(|i| (0.3 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / f64::from(rate)).sin()) as f32)
+        .map(|i| {
+            (0.3 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / f64::from(rate)).sin()) as f32
+        })
         .collect()
 }
 
 /// Duration in seconds of a PCM WAV file, from its `fmt ` and `data` chunks.
 pub fn wav_duration(path: &Path) -> f64 {
     let b = std::fs::read(path).unwrap();
-    assert!(&b[..4] == b"RIFF" && &b[8..12] == b"WAVE", "{}", path.display());
+    assert!(
+        &b[..4] == b"RIFF" && &b[8..12] == b"WAVE",
+        "{}",
+        path.display()
+    );
     let (mut pos, mut rate, mut align) = (12usize, 0u32, 0u16);
     while pos + 8 <= b.len() {
         let id = &b[pos..pos + 4];

@@ -1,8 +1,11 @@
 //! The tract backend: pure Rust, CPU, no setup.
 //!
-//! tract optimizes best (and, for graphs with an attention mask, only loads) with concrete input
-//! shapes, so the model is parsed once and an optimized plan is compiled per input shape and
-//! cached. Callers keep the number of distinct shapes small (fixed-size chunks).
+//! Plans. tract cannot optimize a graph whose symbolic time axis runs through strided convs into
+//! an attention mask, so models with a mask get concrete-shape plans: inputs are padded (with a
+//! zero mask, which is exact) up to a whole number of seconds, and one plan is compiled per
+//! (batch, padded length) and cached. Models without a mask cannot be padded without changing
+//! their per-utterance normalization, so they get one plan with a symbolic length. At most
+//! `MAX_PLANS` plans are kept, so memory does not grow with the number of distinct lengths.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,11 +18,16 @@ use crate::model_info::ModelInfo;
 
 type Plan = Arc<TypedRunnableModel>;
 
+/// Plans kept at once (each holds its own packed weights).
+const MAX_PLANS: usize = 4;
+
 pub struct TractBackend {
     path: PathBuf,
     info: ModelInfo,
     model: InferenceModel,
     plans: HashMap<(usize, usize), Plan>,
+    /// Keys of `plans`, least recently used first.
+    recent: Vec<(usize, usize)>,
 }
 
 const NAME: &str = "tract";
@@ -35,29 +43,53 @@ impl TractBackend {
             info,
             model,
             plans: HashMap::new(),
+            recent: Vec::new(),
         })
     }
 
-    fn plan(&mut self, batch: usize, len: usize) -> Result<Plan, BackendError> {
-        if let Some(p) = self.plans.get(&(batch, len)) {
+    /// The input length a plan is compiled for: a whole number of seconds for masked models,
+    /// 0 (symbolic) for the others.
+    fn plan_len(&self, len: usize) -> usize {
+        if self.info.uses_attention_mask {
+            let bucket = self.info.sample_rate as usize;
+            len.div_ceil(bucket).max(1) * bucket
+        } else {
+            0
+        }
+    }
+
+    fn plan(&mut self, batch: usize, plan_len: usize) -> Result<Plan, BackendError> {
+        let key = (batch, plan_len);
+        self.recent.retain(|k| *k != key);
+        self.recent.push(key);
+        if let Some(p) = self.plans.get(&key) {
             return Ok(p.clone());
         }
-        tracing::debug!(batch, len, "tract: compiling plan");
+        if self.plans.len() >= MAX_PLANS {
+            let oldest = self.recent.remove(0);
+            self.plans.remove(&oldest);
+        }
+        tracing::debug!(batch, plan_len, "tract: compiling plan");
         let mut model = self.model.clone();
         let err = |e: TractError| load_err(&self.path, e);
+        let len_dim = if plan_len == 0 {
+            model.sym("samples").to_dim()
+        } else {
+            plan_len.to_dim()
+        };
         model = model
-            .with_input_fact(0, f32::fact([batch, len]).into())
+            .with_input_fact(0, f32::fact([batch.to_dim(), len_dim.clone()]).into())
             .map_err(err)?;
         if self.info.uses_attention_mask {
             model = model
-                .with_input_fact(1, i64::fact([batch, len]).into())
+                .with_input_fact(1, i64::fact([batch.to_dim(), len_dim]).into())
                 .map_err(err)?;
         }
         let plan: Plan = model
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(err)?;
-        self.plans.insert((batch, len), plan.clone());
+        self.plans.insert(key, plan.clone());
         Ok(plan)
     }
 }
@@ -87,12 +119,31 @@ impl Backend for TractBackend {
     }
 
     fn run(&mut self, batch: &Batch<'_>) -> Result<Logits, BackendError> {
-        let plan = self.plan(batch.batch, batch.len)?;
-        let input =
-            Tensor::from_shape(&[batch.batch, batch.len], batch.samples).map_err(run_err)?;
+        let plan_len = self.plan_len(batch.len);
+        let plan = self.plan(batch.batch, plan_len)?;
+        let run_len = if plan_len == 0 { batch.len } else { plan_len };
+        let padded;
+        let samples = if run_len == batch.len {
+            batch.samples
+        } else {
+            let mut p = vec![0f32; batch.batch * run_len];
+            for b in 0..batch.batch {
+                p[b * run_len..b * run_len + batch.len]
+                    .copy_from_slice(&batch.samples[b * batch.len..(b + 1) * batch.len]);
+            }
+            padded = p;
+            &padded
+        };
+        let input = Tensor::from_shape(&[batch.batch, run_len], samples).map_err(run_err)?;
         let mut inputs: TVec<TValue> = tvec!(input.into());
         if self.info.uses_attention_mask {
-            let mask = Tensor::from_shape(&[batch.batch, batch.len], &attention_mask(batch))
+            let padded_batch = Batch {
+                samples,
+                batch: batch.batch,
+                len: run_len,
+                lengths: batch.lengths,
+            };
+            let mask = Tensor::from_shape(&[batch.batch, run_len], &attention_mask(&padded_batch))
                 .map_err(run_err)?;
             inputs.push(mask.into());
         }
@@ -105,11 +156,19 @@ impl Backend for TractBackend {
                 shape.len()
             )));
         }
+        // Frames of the unpadded length only, as if the input had not been padded.
+        let frames = self.info.frames_for_samples(batch.len).min(shape[1]);
+        let vocab = shape[2];
+        let mut data = Vec::with_capacity(shape[0] * frames * vocab);
+        for b in 0..shape[0] {
+            let row = logits.index_axis(tract_ndarray::Axis(0), b);
+            data.extend(row.iter().take(frames * vocab).copied());
+        }
         Ok(Logits {
-            data: logits.iter().copied().collect(),
+            data,
             batch: shape[0],
-            frames: shape[1],
-            vocab: shape[2],
+            frames,
+            vocab,
         })
     }
 }

@@ -1,0 +1,479 @@
+//! Execution-provider policy, in one place and as pure logic: which ONNX Runtime execution
+//! providers to register, in which order, what was skipped and why; and the TensorRT settings
+//! (precision flags, optimization profile, engine-cache directory) as plain data.
+//!
+//! Nothing here talks to ONNX Runtime: the caller asks it which providers work, fills in a
+//! [`ProviderAvailability`], and turns the returned [`ProviderPlan`] into session options.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// An ONNX Runtime execution provider this project uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    TensorRt,
+    Cuda,
+    Cpu,
+}
+
+impl Provider {
+    /// The command-line spelling: `tensorrt`, `cuda`, `cpu`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::TensorRt => "tensorrt",
+            Provider::Cuda => "cuda",
+            Provider::Cpu => "cpu",
+        }
+    }
+
+    /// ONNX Runtime's name, as in `get_available_providers()` and its logs.
+    pub fn ort_name(self) -> &'static str {
+        match self {
+            Provider::TensorRt => "TensorrtExecutionProvider",
+            Provider::Cuda => "CUDAExecutionProvider",
+            Provider::Cpu => "CPUExecutionProvider",
+        }
+    }
+}
+
+/// "TensorRT", "CUDA", "CPU".
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Provider::TensorRt => "TensorRT",
+            Provider::Cuda => "CUDA",
+            Provider::Cpu => "CPU",
+        })
+    }
+}
+
+/// What the user asked for (`--provider auto|cpu|cuda|tensorrt`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderRequest {
+    /// The fastest that works: TensorRT, then CUDA, then CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+    TensorRt,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown execution provider {0:?}: expected auto, cpu, cuda or tensorrt")]
+pub struct ParseProviderRequestError(pub String);
+
+impl FromStr for ProviderRequest {
+    type Err = ParseProviderRequestError;
+
+    /// `auto`, `cpu`, `cuda` or `tensorrt`, case-insensitively.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(ProviderRequest::Auto),
+            "cpu" => Ok(ProviderRequest::Cpu),
+            "cuda" => Ok(ProviderRequest::Cuda),
+            "tensorrt" => Ok(ProviderRequest::TensorRt),
+            _ => Err(ParseProviderRequestError(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for ProviderRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProviderRequest::Auto => "auto",
+            ProviderRequest::Cpu => "cpu",
+            ProviderRequest::Cuda => "cuda",
+            ProviderRequest::TensorRt => "tensorrt",
+        })
+    }
+}
+
+/// Which providers work here: `Ok(())`, or why not (e.g. "libnvinfer.so.10: cannot open shared
+/// object file"). The caller fills this from ONNX Runtime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderAvailability {
+    pub tensorrt: Result<(), String>,
+    pub cuda: Result<(), String>,
+    pub cpu: Result<(), String>,
+}
+
+impl ProviderAvailability {
+    /// Only the CPU provider; `reason` says why the GPU ones are not (e.g. "ONNX Runtime was
+    /// built without CUDA").
+    pub fn cpu_only(reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        ProviderAvailability {
+            tensorrt: Err(reason.clone()),
+            cuda: Err(reason),
+            cpu: Ok(()),
+        }
+    }
+
+    /// Every provider available.
+    pub fn all() -> Self {
+        ProviderAvailability {
+            tensorrt: Ok(()),
+            cuda: Ok(()),
+            cpu: Ok(()),
+        }
+    }
+
+    pub fn get(&self, provider: Provider) -> Result<(), &str> {
+        let r = match provider {
+            Provider::TensorRt => &self.tensorrt,
+            Provider::Cuda => &self.cuda,
+            Provider::Cpu => &self.cpu,
+        };
+        r.as_ref().map(|_| ()).map_err(String::as_str)
+    }
+}
+
+/// The request plus whether an unavailable explicit request may fall back to CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProviderPolicy {
+    pub request: ProviderRequest,
+    pub allow_fallback: bool,
+}
+
+/// A provider that was wanted but is unavailable, and where its work goes instead.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Fallback {
+    pub from: Provider,
+    pub to: Provider,
+    pub reason: String,
+}
+
+/// The outcome of [`ProviderPolicy::plan`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProviderPlan {
+    pub request: ProviderRequest,
+    /// Providers to register, in priority order; never empty. ONNX Runtime assigns each node to
+    /// the first that supports it, so TensorRT is followed by CUDA (when available) for the
+    /// nodes TensorRT rejects, and CPU comes last.
+    pub providers: Vec<Provider>,
+    /// Every wanted provider that was unavailable, in the order considered.
+    pub fallbacks: Vec<Fallback>,
+}
+
+impl ProviderPlan {
+    /// The provider that runs the model (the first registered).
+    pub fn primary(&self) -> Provider {
+        self.providers[0]
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("execution provider {provider} was requested but is not available: {reason}")]
+    Unavailable { provider: Provider, reason: String },
+    #[error("no execution provider is available ({reasons})")]
+    NoneAvailable { reasons: String },
+}
+
+impl ProviderPolicy {
+    pub fn new(request: ProviderRequest, allow_fallback: bool) -> Self {
+        ProviderPolicy {
+            request,
+            allow_fallback,
+        }
+    }
+
+    /// Decides the providers to register, logging every skipped provider with its reason.
+    ///
+    /// - `auto`: TensorRT → CUDA → CPU, each one available registered in that order.
+    /// - `tensorrt` / `cuda`: that provider (TensorRT with CUDA behind it when available), then
+    ///   CPU. If it is unavailable: an error naming it and the reason, or with `allow_fallback`,
+    ///   CPU alone.
+    /// - `cpu`: CPU.
+    pub fn plan(&self, available: &ProviderAvailability) -> Result<ProviderPlan, ProviderError> {
+        use Provider::*;
+        let wanted: &[Provider] = match self.request {
+            ProviderRequest::Auto => &[TensorRt, Cuda, Cpu],
+            ProviderRequest::TensorRt => &[TensorRt, Cuda, Cpu],
+            ProviderRequest::Cuda => &[Cuda, Cpu],
+            ProviderRequest::Cpu => &[Cpu],
+        };
+        let mut fallbacks = Vec::new();
+
+        // An explicit request: that provider or (only if allowed) CPU.
+        if self.request != ProviderRequest::Auto {
+            let requested = wanted[0];
+            if let Err(reason) = available.get(requested) {
+                if !self.allow_fallback || requested == Cpu {
+                    return Err(ProviderError::Unavailable {
+                        provider: requested,
+                        reason: reason.to_string(),
+                    });
+                }
+                if let Err(cpu_reason) = available.get(Cpu) {
+                    return Err(ProviderError::NoneAvailable {
+                        reasons: format!("{requested}: {reason}; CPU: {cpu_reason}"),
+                    });
+                }
+                tracing::warn!(
+                    "execution provider {requested} was requested but is not available \
+                     ({reason}); falling back to CPU"
+                );
+                fallbacks.push(Fallback {
+                    from: requested,
+                    to: Cpu,
+                    reason: reason.to_string(),
+                });
+                return Ok(ProviderPlan {
+                    request: self.request,
+                    providers: vec![Cpu],
+                    fallbacks,
+                });
+            }
+        }
+
+        let providers: Vec<Provider> = wanted
+            .iter()
+            .copied()
+            .filter(|p| available.get(*p).is_ok())
+            .collect();
+        if providers.is_empty() {
+            let reasons = wanted
+                .iter()
+                .filter_map(|p| available.get(*p).err().map(|r| format!("{p}: {r}")))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(ProviderError::NoneAvailable { reasons });
+        }
+        for (i, p) in wanted.iter().copied().enumerate() {
+            let Err(reason) = available.get(p) else {
+                continue;
+            };
+            // Where this provider's work goes: the next available one. (Only CPU can have none
+            // after it; ONNX Runtime's CPU provider is always present anyway.)
+            let Some(to) = wanted[i + 1..]
+                .iter()
+                .copied()
+                .find(|q| available.get(*q).is_ok())
+            else {
+                tracing::debug!("execution provider {p} is not available ({reason})");
+                continue;
+            };
+            tracing::info!("execution provider {p} is not available ({reason}); using {to}");
+            fallbacks.push(Fallback {
+                from: p,
+                to,
+                reason: reason.to_string(),
+            });
+        }
+        tracing::debug!(request = %self.request, ?providers, "execution provider plan");
+        Ok(ProviderPlan {
+            request: self.request,
+            providers,
+            fallbacks,
+        })
+    }
+}
+
+/// A model's numeric precision, as its `w2v.precision` metadata says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    Fp16,
+    Int8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TensorRtError {
+    #[error("unknown model precision {0:?}: expected fp32, fp16 or int8")]
+    Precision(String),
+    #[error("invalid TensorRT optimization profile: {0}")]
+    Profile(String),
+}
+
+impl FromStr for Precision {
+    type Err = TensorRtError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fp32" => Ok(Precision::Fp32),
+            "fp16" => Ok(Precision::Fp16),
+            "int8" => Ok(Precision::Int8),
+            _ => Err(TensorRtError::Precision(s.to_string())),
+        }
+    }
+}
+
+/// The length TensorRT is tuned for (`opt`), unless `max_seconds` is shorter.
+pub const OPT_SECONDS: f64 = 10.0;
+
+/// A TensorRT optimization profile over the input length, in samples (batch and other dimensions
+/// are the caller's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct OptimizationProfile {
+    pub min_samples: usize,
+    pub opt_samples: usize,
+    pub max_samples: usize,
+}
+
+impl OptimizationProfile {
+    /// min = one receptive field (the shortest input that yields a frame), opt = 10 s capped at
+    /// max, max = `max_seconds` (rounded down to whole samples).
+    pub fn new(
+        max_seconds: f64,
+        sample_rate: u32,
+        receptive_field: usize,
+    ) -> Result<Self, TensorRtError> {
+        let bad = |m: String| Err(TensorRtError::Profile(m));
+        if sample_rate == 0 || receptive_field == 0 {
+            return bad(format!(
+                "sample rate ({sample_rate}) and receptive field ({receptive_field}) must be positive"
+            ));
+        }
+        // 24 h is far beyond any single-pass input; it only keeps the arithmetic exact.
+        if !(max_seconds.is_finite() && max_seconds > 0.0 && max_seconds <= 86_400.0) {
+            return bad(format!(
+                "max_seconds must be in (0, 86400], got {max_seconds}"
+            ));
+        }
+        let samples = |seconds: f64| (seconds * f64::from(sample_rate)).floor() as usize;
+        let max_samples = samples(max_seconds);
+        if max_samples < receptive_field {
+            return bad(format!(
+                "max_seconds {max_seconds} ({max_samples} samples at {sample_rate} Hz) is shorter \
+                 than one receptive field ({receptive_field} samples)"
+            ));
+        }
+        let opt_samples = samples(OPT_SECONDS).clamp(receptive_field, max_samples);
+        Ok(OptimizationProfile {
+            min_samples: receptive_field,
+            opt_samples,
+            max_samples,
+        })
+    }
+
+    /// The profile as ONNX Runtime's `trt_profile_{min,opt,max}_shapes` strings for a
+    /// `[batch, samples]` input, e.g. `input_values:1x400`.
+    pub fn ort_shapes(&self, input_name: &str, batch: usize) -> [String; 3] {
+        [self.min_samples, self.opt_samples, self.max_samples]
+            .map(|n| format!("{input_name}:{batch}x{n}"))
+    }
+}
+
+/// Everything the TensorRT provider needs from us.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TensorRtSettings {
+    /// `trt_fp16_enable`.
+    pub fp16: bool,
+    /// `trt_int8_enable`.
+    pub int8: bool,
+    pub profile: OptimizationProfile,
+    /// `trt_engine_cache_path`, from [`cache_dir`].
+    pub engine_cache_dir: PathBuf,
+}
+
+impl TensorRtSettings {
+    /// fp32 → neither flag; fp16 → fp16; int8 → int8 and fp16 (layers TensorRT cannot run in
+    /// int8 then run in fp16 rather than fp32).
+    pub fn new(
+        precision: Precision,
+        profile: OptimizationProfile,
+        engine_cache_dir: PathBuf,
+    ) -> Self {
+        let (fp16, int8) = match precision {
+            Precision::Fp32 => (false, false),
+            Precision::Fp16 => (true, false),
+            Precision::Int8 => (true, true),
+        };
+        TensorRtSettings {
+            fp16,
+            int8,
+            profile,
+            engine_cache_dir,
+        }
+    }
+}
+
+/// The longest a sanitized name part may be (directory names are limited to 255 bytes).
+const MAX_PART: usize = 64;
+
+/// The engine-cache directory for one model on one TensorRT version and GPU:
+/// `<base>/<model_sha>-trt<trt_version>-<gpu_name>`. A TensorRT engine is only valid for the
+/// model, TensorRT version and GPU it was built on, so all three key the directory. Each part is
+/// reduced to `[A-Za-z0-9._-]` (other characters become `_`), the sha lowercased.
+pub fn cache_dir(base: &Path, model_sha: &str, trt_version: &str, gpu_name: &str) -> PathBuf {
+    base.join(format!(
+        "{}-trt{}-{}",
+        sanitize(&model_sha.to_ascii_lowercase()),
+        sanitize(trt_version),
+        sanitize(gpu_name)
+    ))
+}
+
+/// `[A-Za-z0-9._-]` only: runs of other characters become one `_`; leading and trailing `_` and
+/// `.` are dropped (no hidden or `..` names); at most [`MAX_PART`] characters; "unknown" if
+/// nothing is left.
+fn sanitize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+            out.push(c);
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    let trimmed = out.trim_matches(|c| c == '_' || c == '.');
+    let mut part: String = trimmed.chars().take(MAX_PART).collect();
+    part.truncate(part.trim_end_matches(['_', '.']).len());
+    if part.is_empty() {
+        "unknown".to_string()
+    } else {
+        part
+    }
+}
+
+/// `$XDG_CACHE_HOME/w2v/tensorrt`, or `~/.cache/w2v/tensorrt`; `None` without either.
+pub fn default_cache_base() -> Option<PathBuf> {
+    default_cache_base_from(
+        std::env::var_os("XDG_CACHE_HOME").as_deref(),
+        std::env::var_os("HOME").as_deref(),
+    )
+}
+
+/// [`default_cache_base`] from given `XDG_CACHE_HOME` and `HOME` values. A relative or empty
+/// `XDG_CACHE_HOME` is ignored, as the XDG base-directory spec says.
+pub fn default_cache_base_from(
+    xdg_cache_home: Option<&OsStr>,
+    home: Option<&OsStr>,
+) -> Option<PathBuf> {
+    let xdg = xdg_cache_home
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute());
+    let cache = xdg.or_else(|| {
+        home.filter(|h| !h.is_empty())
+            .map(|h| Path::new(h).join(".cache"))
+    })?;
+    Some(cache.join("w2v").join("tensorrt"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitizing() {
+        assert_eq!(sanitize("Orin (nvgpu)"), "Orin_nvgpu");
+        assert_eq!(
+            sanitize("NVIDIA GeForce RTX 4090"),
+            "NVIDIA_GeForce_RTX_4090"
+        );
+        assert_eq!(sanitize("10.3.0.30"), "10.3.0.30");
+        assert_eq!(sanitize("../../etc"), "etc");
+        assert_eq!(sanitize(".."), "unknown");
+        assert_eq!(sanitize(""), "unknown");
+        assert_eq!(sanitize("ü/ß"), "unknown");
+        assert_eq!(sanitize(&"a".repeat(300)).len(), MAX_PART);
+    }
+}

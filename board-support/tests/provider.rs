@@ -1,0 +1,341 @@
+//! Execution-provider policy and TensorRT settings.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use w2v_board_support::provider::default_cache_base_from;
+use w2v_board_support::{
+    cache_dir, OptimizationProfile, Precision, Provider, ProviderAvailability, ProviderError,
+    ProviderPolicy, ProviderRequest, TensorRtError, TensorRtSettings,
+};
+
+const NO_CUDA: &str = "libcudart.so.12: cannot open shared object file: No such file or directory";
+const NO_TRT: &str = "libnvinfer.so.10: cannot open shared object file: No such file or directory";
+
+fn gpu_without_tensorrt() -> ProviderAvailability {
+    ProviderAvailability {
+        tensorrt: Err(NO_TRT.into()),
+        ..ProviderAvailability::all()
+    }
+}
+
+fn policy(request: &str, allow_fallback: bool) -> ProviderPolicy {
+    ProviderPolicy::new(request.parse().unwrap(), allow_fallback)
+}
+
+#[test]
+fn request_parsing() {
+    assert_eq!("auto".parse(), Ok(ProviderRequest::Auto));
+    assert_eq!("cpu".parse(), Ok(ProviderRequest::Cpu));
+    assert_eq!("CUDA".parse(), Ok(ProviderRequest::Cuda));
+    assert_eq!(" tensorrt ".parse(), Ok(ProviderRequest::TensorRt));
+    let err = "trt".parse::<ProviderRequest>().unwrap_err().to_string();
+    assert!(
+        err.contains("\"trt\"") && err.contains("auto, cpu, cuda or tensorrt"),
+        "{err}"
+    );
+    for r in ["auto", "cpu", "cuda", "tensorrt"] {
+        assert_eq!(r.parse::<ProviderRequest>().unwrap().to_string(), r);
+    }
+    assert_eq!(ProviderRequest::default(), ProviderRequest::Auto);
+}
+
+#[test]
+fn auto_with_every_provider() {
+    let plan = policy("auto", false)
+        .plan(&ProviderAvailability::all())
+        .unwrap();
+    assert_eq!(
+        plan.providers,
+        [Provider::TensorRt, Provider::Cuda, Provider::Cpu]
+    );
+    assert_eq!(plan.primary(), Provider::TensorRt);
+    assert!(plan.fallbacks.is_empty());
+}
+
+#[test]
+fn auto_without_tensorrt_uses_cuda() {
+    let plan = policy("auto", false).plan(&gpu_without_tensorrt()).unwrap();
+    assert_eq!(plan.providers, [Provider::Cuda, Provider::Cpu]);
+    assert_eq!(plan.fallbacks.len(), 1);
+    let f = &plan.fallbacks[0];
+    assert_eq!((f.from, f.to), (Provider::TensorRt, Provider::Cuda));
+    assert_eq!(f.reason, NO_TRT);
+}
+
+#[test]
+fn auto_without_gpu_uses_cpu_and_says_why() {
+    let plan = policy("auto", false)
+        .plan(&ProviderAvailability::cpu_only(
+            "ONNX Runtime was built without CUDA",
+        ))
+        .unwrap();
+    assert_eq!(plan.providers, [Provider::Cpu]);
+    let chain: Vec<_> = plan.fallbacks.iter().map(|f| (f.from, f.to)).collect();
+    assert_eq!(
+        chain,
+        [
+            (Provider::TensorRt, Provider::Cuda),
+            (Provider::Cuda, Provider::Cpu)
+        ]
+    );
+    assert!(plan
+        .fallbacks
+        .iter()
+        .all(|f| f.reason == "ONNX Runtime was built without CUDA"));
+}
+
+#[test]
+fn auto_with_tensorrt_but_no_cuda_sends_rejected_nodes_to_cpu() {
+    let avail = ProviderAvailability {
+        cuda: Err(NO_CUDA.into()),
+        ..ProviderAvailability::all()
+    };
+    let plan = policy("auto", false).plan(&avail).unwrap();
+    assert_eq!(plan.providers, [Provider::TensorRt, Provider::Cpu]);
+    assert_eq!(plan.fallbacks.len(), 1);
+    assert_eq!(
+        (plan.fallbacks[0].from, plan.fallbacks[0].to),
+        (Provider::Cuda, Provider::Cpu)
+    );
+}
+
+#[test]
+fn explicit_cuda_missing_is_an_error_naming_cuda_and_the_reason() {
+    let err = policy("cuda", false)
+        .plan(&ProviderAvailability::cpu_only(NO_CUDA))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ProviderError::Unavailable {
+            provider: Provider::Cuda,
+            reason: NO_CUDA.into()
+        }
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("CUDA") && msg.contains(NO_CUDA), "{msg}");
+}
+
+#[test]
+fn explicit_cuda_missing_with_fallback_uses_cpu_with_the_reason() {
+    let plan = policy("cuda", true)
+        .plan(&ProviderAvailability::cpu_only(NO_CUDA))
+        .unwrap();
+    assert_eq!(plan.request, ProviderRequest::Cuda);
+    assert_eq!(plan.providers, [Provider::Cpu]);
+    assert_eq!(plan.fallbacks.len(), 1);
+    let f = &plan.fallbacks[0];
+    assert_eq!(
+        (f.from, f.to, f.reason.as_str()),
+        (Provider::Cuda, Provider::Cpu, NO_CUDA)
+    );
+}
+
+#[test]
+fn explicit_providers_when_available() {
+    let all = ProviderAvailability::all();
+    assert_eq!(
+        policy("cuda", false).plan(&all).unwrap().providers,
+        [Provider::Cuda, Provider::Cpu]
+    );
+    assert_eq!(
+        policy("cpu", false).plan(&all).unwrap().providers,
+        [Provider::Cpu]
+    );
+    assert_eq!(
+        policy("tensorrt", false).plan(&all).unwrap().providers,
+        [Provider::TensorRt, Provider::Cuda, Provider::Cpu]
+    );
+    // An explicit CPU request never touches the GPU providers, even when they are broken.
+    let plan = policy("cpu", false)
+        .plan(&ProviderAvailability::cpu_only(NO_CUDA))
+        .unwrap();
+    assert_eq!(
+        (plan.providers.as_slice(), plan.fallbacks.len()),
+        ([Provider::Cpu].as_slice(), 0)
+    );
+}
+
+#[test]
+fn explicit_tensorrt_missing() {
+    let err = policy("tensorrt", false)
+        .plan(&gpu_without_tensorrt())
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("TensorRT") && msg.contains(NO_TRT), "{msg}");
+    // With fallback it goes to CPU, as any explicit request does, not to CUDA.
+    let plan = policy("tensorrt", true)
+        .plan(&gpu_without_tensorrt())
+        .unwrap();
+    assert_eq!(plan.providers, [Provider::Cpu]);
+    assert_eq!(plan.fallbacks[0].from, Provider::TensorRt);
+}
+
+#[test]
+fn nothing_available() {
+    let none = ProviderAvailability {
+        cpu: Err("CPU provider disabled".into()),
+        ..ProviderAvailability::cpu_only("no GPU")
+    };
+    let err = policy("auto", true).plan(&none).unwrap_err();
+    assert!(matches!(err, ProviderError::NoneAvailable { .. }));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("TensorRT: no GPU") && msg.contains("CPU: CPU provider disabled"),
+        "{msg}"
+    );
+    assert!(matches!(
+        policy("cuda", true).plan(&none),
+        Err(ProviderError::NoneAvailable { .. })
+    ));
+    assert!(matches!(
+        policy("cpu", true).plan(&none),
+        Err(ProviderError::Unavailable {
+            provider: Provider::Cpu,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn plan_serializes() {
+    let plan = policy("auto", false).plan(&gpu_without_tensorrt()).unwrap();
+    let v = serde_json::to_value(&plan).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "request": "auto",
+            "providers": ["cuda", "cpu"],
+            "fallbacks": [{"from": "tensorrt", "to": "cuda", "reason": NO_TRT}],
+        })
+    );
+    assert_eq!(Provider::TensorRt.ort_name(), "TensorrtExecutionProvider");
+    assert_eq!(Provider::Cuda.name(), "cuda");
+}
+
+#[test]
+fn precision_flags() {
+    let profile = OptimizationProfile::new(30.0, 16_000, 400).unwrap();
+    let flags = |p: &str| {
+        let s = TensorRtSettings::new(p.parse().unwrap(), profile, PathBuf::from("/c"));
+        (s.fp16, s.int8)
+    };
+    assert_eq!(flags("fp32"), (false, false));
+    assert_eq!(flags("fp16"), (true, false));
+    assert_eq!(flags("INT8"), (true, true));
+    assert_eq!(
+        "bf16".parse::<Precision>(),
+        Err(TensorRtError::Precision("bf16".into()))
+    );
+}
+
+#[test]
+fn optimization_profiles() {
+    // wav2vec2 at 16 kHz: 400-sample receptive field.
+    let p = OptimizationProfile::new(30.0, 16_000, 400).unwrap();
+    assert_eq!(
+        (p.min_samples, p.opt_samples, p.max_samples),
+        (400, 160_000, 480_000)
+    );
+    assert_eq!(
+        p.ort_shapes("input_values", 1),
+        [
+            "input_values:1x400",
+            "input_values:1x160000",
+            "input_values:1x480000"
+        ]
+    );
+    // opt is capped at max.
+    let p = OptimizationProfile::new(4.5, 16_000, 400).unwrap();
+    assert_eq!(
+        (p.min_samples, p.opt_samples, p.max_samples),
+        (400, 72_000, 72_000)
+    );
+    // max exactly one receptive field.
+    let p = OptimizationProfile::new(0.025, 16_000, 400).unwrap();
+    assert_eq!(
+        (p.min_samples, p.opt_samples, p.max_samples),
+        (400, 400, 400)
+    );
+
+    for (secs, sr, rf) in [
+        (0.01, 16_000, 400),
+        (0.0, 16_000, 400),
+        (-1.0, 16_000, 400),
+        (f64::NAN, 16_000, 400),
+        (f64::INFINITY, 16_000, 400),
+        (1e9, 16_000, 400),
+        (30.0, 0, 400),
+        (30.0, 16_000, 0),
+    ] {
+        let err = OptimizationProfile::new(secs, sr, rf).unwrap_err();
+        assert!(
+            matches!(err, TensorRtError::Profile(_)),
+            "{secs} {sr} {rf}: {err}"
+        );
+    }
+}
+
+#[test]
+fn engine_cache_directory() {
+    let sha = "3F5A0C9E7B21D4A68C0E5F1B2A3C4D5E6F708192A3B4C5D6E7F8091A2B3C4D5E";
+    let dir = cache_dir(
+        Path::new("/var/cache/w2v/tensorrt"),
+        sha,
+        "10.3.0",
+        "Orin (nvgpu)",
+    );
+    assert_eq!(
+        dir,
+        Path::new("/var/cache/w2v/tensorrt")
+            .join(format!("{}-trt10.3.0-Orin_nvgpu", sha.to_ascii_lowercase()))
+    );
+    // Different GPU or TensorRT version, different directory.
+    let base = Path::new("/c");
+    assert_ne!(
+        cache_dir(base, sha, "10.3.0", "Orin"),
+        cache_dir(base, sha, "10.7.0", "Orin")
+    );
+    assert_ne!(
+        cache_dir(base, sha, "10.3.0", "Orin"),
+        cache_dir(base, sha, "10.3.0", "NVIDIA GeForce RTX 4090")
+    );
+    // Hostile names cannot escape the base directory.
+    let dir = cache_dir(base, "../../x", "1/../../2", "a\0b/../c d");
+    assert_eq!(dir.parent(), Some(base));
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    assert!(
+        name.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+        "{name}"
+    );
+    assert_eq!(name, "x-trt1_.._.._2-a_b_.._c_d");
+    assert_eq!(
+        cache_dir(base, "", "", "").file_name().unwrap(),
+        "unknown-trtunknown-unknown"
+    );
+}
+
+#[test]
+fn default_cache_base_locations() {
+    let os = |s: &'static str| Some(OsStr::new(s));
+    assert_eq!(
+        default_cache_base_from(os("/xdg"), os("/home/u")),
+        Some(PathBuf::from("/xdg/w2v/tensorrt"))
+    );
+    assert_eq!(
+        default_cache_base_from(None, os("/home/u")),
+        Some(PathBuf::from("/home/u/.cache/w2v/tensorrt"))
+    );
+    // Relative or empty XDG_CACHE_HOME is ignored.
+    assert_eq!(
+        default_cache_base_from(os("rel/cache"), os("/home/u")),
+        Some(PathBuf::from("/home/u/.cache/w2v/tensorrt"))
+    );
+    assert_eq!(
+        default_cache_base_from(os(""), os("/home/u")),
+        Some(PathBuf::from("/home/u/.cache/w2v/tensorrt"))
+    );
+    assert_eq!(default_cache_base_from(None, None), None);
+    assert_eq!(default_cache_base_from(None, os("")), None);
+}
