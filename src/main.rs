@@ -1,5 +1,6 @@
 //! The `w2v` command line: argument parsing and wiring only. The work lives in the crates.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -39,12 +40,37 @@ fn init_logging(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
+    // Quiet by default: our own warnings only. Libraries (symphonia, ort) report failures that
+    // reach the user as our one-line errors anyway; `-v` shows everything.
+    let default = if verbose == 0 {
+        "off,w2v=warn,w2v_engine=warn,w2v_export=warn,w2v_train=warn,w2v_board_support=warn"
+    } else {
+        level
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("W2V_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// One line: the error and each cause not already spelled out by the message before it (our
+/// error types include their cause in their own message).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }
 
 fn main() -> ExitCode {
@@ -59,8 +85,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            // One line: the whole cause chain, no backtrace.
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }

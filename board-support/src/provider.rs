@@ -162,9 +162,10 @@ pub struct ProviderPlan {
 }
 
 impl ProviderPlan {
-    /// The provider that runs the model (the first registered).
+    /// The provider that runs the model: the first registered (CPU for a hand-built empty plan,
+    /// as ONNX Runtime would).
     pub fn primary(&self) -> Provider {
-        self.providers[0]
+        self.providers.first().copied().unwrap_or(Provider::Cpu)
     }
 }
 

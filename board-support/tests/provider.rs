@@ -72,10 +72,11 @@ fn auto_without_gpu_uses_cpu_and_says_why() {
         .unwrap();
     assert_eq!(plan.providers, [Provider::Cpu]);
     let chain: Vec<_> = plan.fallbacks.iter().map(|f| (f.from, f.to)).collect();
+    // Each skipped provider's work goes to the next one that is available.
     assert_eq!(
         chain,
         [
-            (Provider::TensorRt, Provider::Cuda),
+            (Provider::TensorRt, Provider::Cpu),
             (Provider::Cuda, Provider::Cpu)
         ]
     );

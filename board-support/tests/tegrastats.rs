@@ -80,7 +80,7 @@ fn jetpack_5_xavier_nx() {
     assert_eq!(s.temperatures["CPU"], Some(45.625));
     assert_eq!(s.temperatures["tj"], Some(45.625));
     assert_eq!(s.temperatures["SOC1"], Some(42.406));
-    assert_eq!(s.temperatures.len(), 10);
+    assert_eq!(s.temperatures.len(), 9);
 
     assert_eq!(s.rails.len(), 3);
     let vin = s.input_power().unwrap();

@@ -162,9 +162,18 @@ impl<B: Backend> Transcriber<B> {
         if self.backend.info().do_normalize {
             normalize(&mut samples);
         }
+        let mut vocab = self.backend.info().vocab.len();
+        if self.backend.info().frames_for_samples(samples.len()) == 0 {
+            // Shorter than one receptive field: no frames, nothing to run.
+            return Ok(Logits {
+                data: Vec::new(),
+                batch: 1,
+                frames: 0,
+                vocab,
+            });
+        }
         let windows = self.plan.windows(samples.len(), self.backend.info());
         let mut data = Vec::new();
-        let mut vocab = self.backend.info().vocab.len();
         for w in &windows {
             let chunk = &samples[w.start..w.end];
             let lengths = [chunk.len()];
@@ -205,7 +214,12 @@ impl<B: Backend> Transcriber<B> {
         let max_len = audios.iter().map(|a| a.len()).max().unwrap_or(0);
         let chunk_limit = (self.plan.chunk_seconds * info.sample_rate as f64) as usize;
         let same_len = audios.iter().all(|a| a.len() == max_len);
-        if audios.len() < 2 || max_len > chunk_limit || !(info.uses_attention_mask || same_len) {
+        let too_short = audios.iter().any(|a| info.frames_for_samples(a.len()) == 0);
+        if audios.len() < 2
+            || too_short
+            || max_len > chunk_limit
+            || !(info.uses_attention_mask || same_len)
+        {
             return audios.iter().map(|a| self.transcribe(a)).collect();
         }
         let mut samples = vec![0f32; audios.len() * max_len];

@@ -53,6 +53,12 @@ pub enum ExportError {
         format_names(names)
     )]
     UnexpectedTensors { names: Vec<String> },
+    /// An error about the checkpoint's tensors, with the folder they came from.
+    #[error("{path}: {source}")]
+    InCheckpoint {
+        path: PathBuf,
+        source: Box<ExportError>,
+    },
     #[error("unsupported opset {opset} (supported: {MIN_OPSET}..={MAX_OPSET})")]
     Opset { opset: i64 },
     #[error("{path}: cannot write: {source}")]
@@ -278,7 +284,12 @@ pub fn export_hf_folder(
     tracing::info!(tensors = sd.len(), "read checkpoint");
 
     let cfg = &files.config;
-    let model = wav2vec2::Wav2Vec2Graph::build(cfg, sd, options.opset)?;
+    let model = wav2vec2::Wav2Vec2Graph::build(cfg, sd, options.opset).map_err(|e| {
+        ExportError::InCheckpoint {
+            path: src.to_path_buf(),
+            source: Box::new(e),
+        }
+    })?;
     let (frame_stride, receptive_field) =
         model_info::conv_stride_and_receptive_field(&cfg.conv_layers());
     let pad_token_id = cfg.pad_token_id.unwrap_or(0).min(cfg.vocab_size - 1);

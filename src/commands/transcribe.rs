@@ -2,7 +2,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -64,7 +64,8 @@ pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
 /// Decode and transcribe one file; errors name the file.
 pub fn transcribe_file<B: Backend>(t: &mut Transcriber<B>, path: &Path) -> Result<FileTranscript> {
     let samples = audio::load(path, t.info().sample_rate)?;
-    Ok(t.transcribe(&samples)?)
+    t.transcribe(&samples)
+        .with_context(|| path.display().to_string())
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {

@@ -119,6 +119,16 @@ impl Backend for TractBackend {
     }
 
     fn run(&mut self, batch: &Batch<'_>) -> Result<Logits, BackendError> {
+        if self.info.frames_for_samples(batch.len) == 0 {
+            // Shorter than one receptive field: the conv stack yields no frames.
+            let vocab = self.info.vocab.len();
+            return Ok(Logits {
+                data: Vec::new(),
+                batch: batch.batch,
+                frames: 0,
+                vocab,
+            });
+        }
         let plan_len = self.plan_len(batch.len);
         let plan = self.plan(batch.batch, plan_len)?;
         let run_len = if plan_len == 0 { batch.len } else { plan_len };
