@@ -228,23 +228,30 @@ impl ModelInfo {
         })
     }
 
-    /// Read the metadata of an ONNX file without decoding its weights.
+    /// Read the metadata of an ONNX file without reading its weights: the top-level fields are
+    /// scanned and the graph (field 7, which holds every initializer) is skipped with a seek.
     pub fn read(path: &Path) -> Result<Self, ModelInfoError> {
         let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| ModelInfoError::Io {
+        let io = |source| ModelInfoError::Io {
             path: name.clone(),
             source,
+        };
+        let not_onnx = |reason: String| ModelInfoError::NotOnnx {
+            path: name.clone(),
+            reason,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        if file.metadata().map_err(io)?.is_dir() {
+            return Err(io(std::io::Error::other("is a directory")));
+        }
+        let header = top_level_fields_without_graph(file).map_err(|e| match e {
+            ScanError::Io(e) => io(e),
+            ScanError::Format(reason) => not_onnx(reason),
         })?;
         let model =
-            ModelMetadataOnly::decode(bytes.as_slice()).map_err(|e| ModelInfoError::NotOnnx {
-                path: name.clone(),
-                reason: e.to_string(),
-            })?;
+            ModelMetadataOnly::decode(header.as_slice()).map_err(|e| not_onnx(e.to_string()))?;
         if model.ir_version <= 0 || model.opset_import.is_empty() {
-            return Err(ModelInfoError::NotOnnx {
-                path: name,
-                reason: "no IR version or opset".into(),
-            });
+            return Err(not_onnx("no IR version or opset".into()));
         }
         Self::from_metadata_props(&name, &model.metadata_props)
     }
@@ -273,6 +280,95 @@ impl ModelInfo {
             .zip(arr("conv_stride"))
             .collect()
     }
+}
+
+enum ScanError {
+    Io(std::io::Error),
+    Format(String),
+}
+
+/// The bytes of every top-level protobuf field of a `ModelProto` except the graph, in order.
+/// Bounded: a non-graph field over 64 MiB is not plausible metadata and is rejected.
+fn top_level_fields_without_graph(file: std::fs::File) -> Result<Vec<u8>, ScanError> {
+    use std::io::{BufReader, Read, Seek, SeekFrom};
+    const GRAPH_FIELD: u64 = 7;
+    const MAX_FIELD: u64 = 64 << 20;
+    let len = file.metadata().map_err(ScanError::Io)?.len();
+    let mut r = BufReader::new(file);
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    fn varint(
+        r: &mut impl Read,
+        pos: &mut u64,
+        out: Option<&mut Vec<u8>>,
+    ) -> Result<u64, ScanError> {
+        let mut v = 0u64;
+        let mut bytes = Vec::new();
+        for shift in (0..64).step_by(7) {
+            let mut b = [0u8];
+            r.read_exact(&mut b)
+                .map_err(|_| ScanError::Format("truncated varint".into()))?;
+            *pos += 1;
+            bytes.push(b[0]);
+            v |= u64::from(b[0] & 0x7f) << shift;
+            if b[0] & 0x80 == 0 {
+                if let Some(out) = out {
+                    out.extend_from_slice(&bytes);
+                }
+                return Ok(v);
+            }
+        }
+        Err(ScanError::Format("varint too long".into()))
+    }
+    if len == 0 {
+        return Err(ScanError::Format("empty file".into()));
+    }
+    while pos < len {
+        let mut key_bytes = Vec::new();
+        let key = varint(&mut r, &mut pos, Some(&mut key_bytes))?;
+        let (field, wire) = (key >> 3, key & 7);
+        if field == 0 {
+            return Err(ScanError::Format("field number 0".into()));
+        }
+        match wire {
+            0 => {
+                out.extend_from_slice(&key_bytes);
+                varint(&mut r, &mut pos, Some(&mut out))?;
+            }
+            1 | 5 => {
+                let n = if wire == 1 { 8 } else { 4 };
+                let mut b = vec![0u8; n];
+                r.read_exact(&mut b)
+                    .map_err(|_| ScanError::Format("truncated field".into()))?;
+                pos += n as u64;
+                out.extend_from_slice(&key_bytes);
+                out.extend_from_slice(&b);
+            }
+            2 => {
+                let n = varint(&mut r, &mut pos, None)?;
+                if pos.checked_add(n).is_none_or(|end| end > len) {
+                    return Err(ScanError::Format(format!(
+                        "field {field} runs past the end of the file"
+                    )));
+                }
+                if field == GRAPH_FIELD {
+                    r.seek(SeekFrom::Current(n as i64)).map_err(ScanError::Io)?;
+                } else {
+                    if n > MAX_FIELD {
+                        return Err(ScanError::Format(format!("field {field} is {n} bytes")));
+                    }
+                    let mut b = vec![0u8; n as usize];
+                    r.read_exact(&mut b).map_err(ScanError::Io)?;
+                    out.extend_from_slice(&key_bytes);
+                    prost::encoding::encode_varint(n, &mut out);
+                    out.extend_from_slice(&b);
+                }
+                pos += n;
+            }
+            _ => return Err(ScanError::Format(format!("wire type {wire} at top level"))),
+        }
+    }
+    Ok(out)
 }
 
 /// Output length of a stack of unpadded strided convolutions, as

@@ -345,6 +345,8 @@ fn assert_load_error(err: BackendError, path: &Path, needle: &str) -> String {
             path: p,
             ..
         } => assert_eq!(p, path),
+        // Files that are not w2v models are refused before ONNX Runtime sees them.
+        BackendError::Model(_) => {}
         other => panic!("expected a load error, got {other:?}"),
     }
     assert!(msg.contains(&path.display().to_string()), "{msg}");

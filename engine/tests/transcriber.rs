@@ -79,9 +79,13 @@ fn long_audio() -> Vec<f32> {
     while x.len() < 47 * 16000 {
         seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
         let len = 1600 + (seed >> 20) as usize * 3;
-        let amp = if (seed >> 8) % 3 == 0 { 0.0 } else { 0.5 };
+        let amp = if (seed >> 8).is_multiple_of(3) {
+            0.0
+        } else {
+            0.5
+        };
         let freq = 100.0 + (seed % 700) as f32;
-        x.extend((0..len).map(|i| amp * (i as f32 * freq * 6.283 / 16000.0).sin()));
+        x.extend((0..len).map(|i| amp * (i as f32 * freq * std::f32::consts::TAU / 16000.0).sin()));
     }
     x
 }

@@ -27,7 +27,10 @@ linear decay, as in the paper. Stage length: wall clock (--minutes) or --steps (
 repeatable). Resumable: WORK/pretrain/ckpt.pt every --ckpt-every seconds.
 Output: WORK/pretrain/hf/ (Wav2Vec2ForPreTraining) and done.json.
 """
-import argparse
+import os
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning on a busy machine
+
+import argparse  # noqa: E402
 import shutil
 import sys
 import time
@@ -43,6 +46,7 @@ from common import (DEFAULT_WORK, SR, Augmenter, Budget, atomic_torch_save, coun
                     seed_everything, set_rng_state, set_threads, warmup_linear_lr, write_json,
                     zero_mean_unit_var)
 from transformers import Wav2Vec2ForPreTraining  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
 from transformers.models.wav2vec2.modeling_wav2vec2 import (_compute_mask_indices,  # noqa: E402
                                                             _sample_negative_indices)
 
@@ -207,6 +211,8 @@ def main():
     ap.add_argument("--check-objective", action="store_true", help="compare the loss with transformers' first")
     add_arch_args(ap)
     args = ap.parse_args()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
     out_dir = args.work / "pretrain"
     if (out_dir / "done.json").exists():
@@ -215,10 +221,12 @@ def main():
     set_threads(args.threads)
     seed_everything(args.seed)
 
-    rows = data_rows(args.work, "train", args.smoke)
-    rows += read_tsv(args.work / "synth" / "espeak" / "synth.tsv")
+    real = data_rows(args.work, "train", args.smoke)
+    synth = read_tsv(args.work / "synth" / "espeak" / "synth.tsv")
+    rows = real + synth
     t = time.time()
-    audio = load_audio_cache(rows, args.work / "cache" / "pretrain")
+    audio = (load_audio_cache(real, args.work / "cache" / "train")
+             + load_audio_cache(synth, args.work / "cache" / "synth"))
     secs = sum(len(a) for a in audio) / SR
     log(f"pretrain data: {len(rows)} clips, {secs / 60:.1f} min (train speakers + espeak-ng), "
         f"loaded in {time.time() - t:.1f} s")

@@ -311,6 +311,25 @@ fn mix_to_mono(interleaved: &[f32], channels: usize, out: &mut Vec<f32>) {
 fn header_error(e: SymError, path: &str) -> AudioError {
     let path = path.to_string();
     match e {
+        // The container was recognized but its codec or sample format is not one we decode.
+        SymError::Unsupported(what)
+            if what.contains("format")
+                && !what.contains("riff form")
+                && !what.contains("probe") =>
+        {
+            AudioError::UnsupportedCodec {
+                path,
+                codec: what.to_string(),
+            }
+        }
+        SymError::Unsupported(what)
+            if what.contains("compression type") || what.contains("sub-type") =>
+        {
+            AudioError::UnsupportedCodec {
+                path,
+                codec: what.to_string(),
+            }
+        }
         SymError::Unsupported(_) => AudioError::UnknownFormat { path },
         SymError::IoError(io) if io.kind() == ErrorKind::UnexpectedEof => {
             AudioError::TruncatedHeader { path }

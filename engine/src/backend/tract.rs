@@ -28,6 +28,8 @@ pub struct TractBackend {
     plans: HashMap<(usize, usize), Plan>,
     /// Keys of `plans`, least recently used first.
     recent: Vec<(usize, usize)>,
+    /// tract could not optimize this model with a symbolic length: use exact-length plans.
+    symbolic_failed: bool,
 }
 
 const NAME: &str = "tract";
@@ -44,15 +46,18 @@ impl TractBackend {
             model,
             plans: HashMap::new(),
             recent: Vec::new(),
+            symbolic_failed: false,
         })
     }
 
     /// The input length a plan is compiled for: a whole number of seconds for masked models,
-    /// 0 (symbolic) for the others.
+    /// 0 (symbolic) for the others, or the exact length where tract cannot do symbolic.
     fn plan_len(&self, len: usize) -> usize {
         if self.info.uses_attention_mask {
             let bucket = self.info.sample_rate as usize;
             len.div_ceil(bucket).max(1) * bucket
+        } else if self.symbolic_failed {
+            len
         } else {
             0
         }
@@ -129,8 +134,16 @@ impl Backend for TractBackend {
                 vocab,
             });
         }
-        let plan_len = self.plan_len(batch.len);
-        let plan = self.plan(batch.batch, plan_len)?;
+        let mut plan_len = self.plan_len(batch.len);
+        let plan = match self.plan(batch.batch, plan_len) {
+            Err(e) if plan_len == 0 => {
+                tracing::debug!("tract: no symbolic-length plan ({e}); using exact lengths");
+                self.symbolic_failed = true;
+                plan_len = self.plan_len(batch.len);
+                self.plan(batch.batch, plan_len)?
+            }
+            other => other?,
+        };
         let run_len = if plan_len == 0 { batch.len } else { plan_len };
         let padded;
         let samples = if run_len == batch.len {

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Export a Hugging Face Wav2Vec2ForCTC folder to ONNX with the w2v binary, then evaluate it.
+#
+#   tools/train-default-model/export.sh HF_DIR OUT.onnx [REPORT_DIR] [EVAL.tsv ...]
+#
+# 1. fp32:  cargo run --release -- export HF_DIR -o OUT.onnx
+# 2. int8:  cargo run --release -- export HF_DIR -o OUT.int8.onnx --precision int8
+#           >>> INT8 STEP: w2v does not implement int8 export yet. While `--precision int8` is
+#           >>> rejected ("not available yet"), this step prints SKIPPED and the recipe goes on.
+#           >>> Once int8 export lands it runs (and is evaluated) without changes here.
+# 3. eval:  cargo run --release -- eval --model OUT.onnx --data EVAL.tsv --json  (each EVAL.tsv),
+#           reports in REPORT_DIR/onnx-eval-<name>.json
+set -euo pipefail
+if [[ $# -lt 2 ]]; then sed -n '2,14p' "$0"; exit 2; fi
+HF="$(cd "$1" && pwd)"
+OUT="$2"
+REPORT="${3:-$(dirname "$OUT")}"
+shift 2; [[ $# -gt 0 ]] && shift
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+mkdir -p "$(dirname "$OUT")" "$REPORT"
+OUT="$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT")"
+cd "$REPO"
+W2V=(cargo run --release --quiet --)
+
+echo "== export fp32: $HF -> $OUT"
+"${W2V[@]}" export "$HF" -o "$OUT"
+"${W2V[@]}" inspect "$OUT" > "$REPORT/onnx-inspect.txt"
+
+INT8="${OUT%.onnx}.int8.onnx"
+MODELS=("$OUT")
+echo "== export int8 (step kept for when w2v supports it): $INT8"
+if msg="$("${W2V[@]}" export "$HF" -o "$INT8" --precision int8 2>&1)"; then
+  echo "$msg"
+  MODELS+=("$INT8")
+elif grep -qi "not available yet" <<<"$msg"; then
+  echo "SKIPPED int8 export: w2v rejected --precision int8 (${msg##*error: }). Only fp32 is shipped."
+else
+  echo "ERROR: int8 export failed for another reason:" >&2
+  echo "$msg" >&2
+  exit 1
+fi
+
+for tsv in "$@"; do
+  for model in "${MODELS[@]}"; do
+    name="$(basename "${model%.onnx}")-$(basename "${tsv%.tsv}")"
+    [[ "$tsv" == */phrases/* ]] && name="$name-phrases"
+    echo "== w2v eval --model $(basename "$model") --data $tsv"
+    "${W2V[@]}" eval --model "$model" --data "$tsv" --json > "$REPORT/onnx-eval-$name.json"
+    "${PYTHON:-python3}" - "$REPORT/onnx-eval-$name.json" <<'PY' || cat "$REPORT/onnx-eval-$name.json"
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"   WER {100 * r['wer']:.2f} %  CER {100 * r['cer']:.2f} %  {r['utterances']} utterances, "
+      f"{r['failed']} failed, real-time factor {r['real_time_factor']:.4f}")
+PY
+  done
+done

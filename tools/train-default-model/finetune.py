@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""Stages 2 and 3: CTC training on the labeled data.
+
+--init pretrained  (stage "finetune") starts from WORK/pretrain/hf, as in the paper: the CNN
+                   feature encoder stays frozen, a randomly initialised linear CTC head over
+                   base-960h's 32 characters is added, and for the first --freeze-fraction of the
+                   stage only that head is trained, then head + Transformer.
+--init scratch     (stage "scratch") the paper's baseline: the same architecture (read from the
+                   pre-training config) trained from random weights on the labels alone, feature
+                   encoder included (a random CNN cannot stay frozen).
+
+Both use the paper's fine-tuning recipe scaled to this model: SpecAugment-style masking of the
+Transformer input (time spans M=10 starting with probability p=0.05, i.e. transformers'
+mask_time_prob 0.5; channel spans of 16 with transformers' mask_feature_prob 0.1 -- the paper's
+64-of-768 channels scaled to 256), Adam (0.9, 0.98) with the tri-stage learning-rate schedule
+(warm-up 10 %, hold 40 %, exponential decay 50 %; 0.01x -> 1x -> 0.05x the peak), gradient
+clipping, online noise + reverberation augmentation. Targets: the transcript upper-cased with "|"
+between words, ids from base-960h's vocabulary.
+
+Labeled training data: the train split of the manifest (speaker-disjoint from dev/test), the
+espeak-ng utterances and the concatenated train phrases (WORK/synth/). Length-bucketed batches of
+about --batch-seconds of audio, padded with zeros after per-clip normalization, no attention mask
+(group-norm feature encoder: the exported model takes none either).
+
+At the end: greedy-decoding WER/CER on dev, dev phrases, test and test phrases (dev only is used
+for any choice), a Hugging Face checkpoint in WORK/<stage>/hf/ and WORK/<stage>/done.json.
+"""
+import os
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning on a busy machine
+
+import argparse  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (DEFAULT_WORK, SR, Augmenter, Budget, atomic_torch_save, count_params,  # noqa: E402
+                    data_rows, evaluate_ctc, load_audio_cache, log, model_config, pad_min, read_tsv,
+                    rng_state, save_hf_ctc, seed_everything, set_rng_state, set_threads, text_to_ids,
+                    tri_stage_lr, write_json, zero_mean_unit_var)
+from transformers import Wav2Vec2Config, Wav2Vec2ForCTC  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+
+def batches(lengths, max_samples, rng):
+    """Shuffled, length-bucketed batches whose padded size stays under max_samples."""
+    order = rng.permutation(len(lengths))
+    out = []
+    for k in range(0, len(order), 256):  # sort within random pools of 256
+        pool = sorted(order[k:k + 256], key=lambda i: lengths[i])
+        cur, longest = [], 0
+        for i in pool:
+            longest2 = max(longest, lengths[i])
+            if cur and longest2 * (len(cur) + 1) > max_samples:
+                out.append(cur)
+                cur, longest2 = [], lengths[i]
+            cur.append(i)
+            longest = longest2
+        if cur:
+            out.append(cur)
+    return [out[i] for i in rng.permutation(len(out))]
+
+
+def evaluate_all(model, work, smoke, cache, out_dir):
+    res = {}
+    sets = {"dev": data_rows(work, "dev", smoke), "test": data_rows(work, "test", smoke),
+            "dev_phrases": read_tsv(work / "synth" / "phrases" / "dev.tsv"),
+            "test_phrases": read_tsv(work / "synth" / "phrases" / "test.tsv")}
+    for name, rows in sets.items():
+        audio = load_audio_cache(rows, cache / name)
+        t = time.time()
+        r, pairs = evaluate_ctc(model, rows, audio)
+        res[name] = dict(wer=r.wer, cer=r.cer, utterances=r.utterances, words=r.words,
+                         examples=r.examples, seconds=time.time() - t)
+        with open(out_dir / f"hyp_{name}.tsv", "w") as f:
+            f.write("path\treference\thypothesis\n")
+            for u, (ref, hyp) in zip(rows, pairs):
+                f.write(f"{u.path}\t{ref}\t{hyp}\n")
+        log(f"  {name:12s} WER {100 * r.wer:6.2f} %  CER {100 * r.cer:6.2f} %  ({r.utterances} utts, "
+            f"{time.time() - t:.0f} s)  e.g. {r.examples[0]}")
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--init", choices=["pretrained", "scratch"], required=True)
+    ap.add_argument("--minutes", type=float, default=25.0, help="wall-clock budget of this stage")
+    ap.add_argument("--steps", type=int, default=None, help="fixed number of updates (overrides --minutes)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
+    ap.add_argument("--batch-seconds", type=float, default=24.0, help="padded audio per update")
+    ap.add_argument("--max-seconds", type=float, default=16.0, help="drop longer labeled clips")
+    ap.add_argument("--mask-time-p", type=float, default=0.05, help="p: probability a step starts a time mask")
+    ap.add_argument("--mask-time-length", type=int, default=10)
+    ap.add_argument("--mask-channel-prob", type=float, default=0.1, help="transformers' mask_feature_prob")
+    ap.add_argument("--mask-channel-length", type=int, default=16)
+    ap.add_argument("--freeze-fraction", type=float, default=0.1,
+                    help="pretrained init: train only the CTC head for this fraction of the stage")
+    ap.add_argument("--ckpt-every", type=float, default=300.0)
+    args = ap.parse_args()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+    stage = "finetune" if args.init == "pretrained" else "scratch"
+    out_dir = args.work / stage
+    if (out_dir / "done.json").exists():
+        log(f"{stage}: done already,", out_dir / "done.json")
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    set_threads(args.threads)
+    seed_everything(args.seed + (0 if stage == "finetune" else 1))
+
+    # ---- data
+    train = data_rows(args.work, "train", args.smoke)
+    synth = read_tsv(args.work / "synth" / "espeak" / "synth.tsv")
+    phrases = read_tsv(args.work / "synth" / "phrases" / "train.tsv")
+    cache = args.work / "cache"
+    audio = (load_audio_cache(train, cache / "train") + load_audio_cache(synth, cache / "synth")
+             + load_audio_cache(phrases, cache / "phrases-train"))
+    rows = train + synth + phrases
+    keep = [i for i, a in enumerate(audio) if len(a) <= args.max_seconds * SR]
+    rows, audio = [rows[i] for i in keep], [pad_min(audio[i], SR // 2) for i in keep]
+    labels = [text_to_ids(u.text) for u in rows]
+    lengths = [len(a) for a in audio]
+    log(f"{stage} data: {len(train)} real + {len(synth)} espeak-ng + {len(phrases)} phrases "
+        f"-> {len(rows)} clips <= {args.max_seconds:.0f} s, {sum(lengths) / SR / 60:.1f} min")
+
+    # ---- model
+    pre = args.work / "pretrain" / "hf"
+    overrides = dict(mask_time_prob=args.mask_time_p * args.mask_time_length,
+                     mask_time_length=args.mask_time_length, mask_time_min_masks=0,
+                     mask_feature_prob=args.mask_channel_prob,
+                     mask_feature_length=args.mask_channel_length, mask_feature_min_masks=0,
+                     layerdrop=0.05, final_dropout=0.0, hidden_dropout=0.1, feat_proj_dropout=0.0,
+                     architectures=["Wav2Vec2ForCTC"], vocab_size=32, pad_token_id=0,
+                     ctc_loss_reduction="mean", ctc_zero_infinity=True)
+    if args.init == "pretrained":
+        if not (pre / "config.json").exists():
+            sys.exit(f"error: {pre} is missing; run pretrain.py first")
+        model = Wav2Vec2ForCTC.from_pretrained(str(pre), **overrides)
+        model.freeze_feature_encoder()
+    else:
+        if (pre / "config.json").exists():
+            config = Wav2Vec2Config.from_pretrained(str(pre))
+            for k, v in overrides.items():
+                setattr(config, k, v)
+        else:
+            config = model_config(None, **overrides)
+        model = Wav2Vec2ForCTC(config)
+    model.train()
+    log(f"model: {count_params(model) / 1e6:.2f} M parameters ({args.init} init, feature encoder "
+        f"{'frozen' if args.init == 'pretrained' else 'trained'})")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.0)
+    body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("lm_head")]
+    freeze = args.freeze_fraction if args.init == "pretrained" else 0.0
+
+    rng = np.random.default_rng([args.seed, 20 if stage == "finetune" else 21])
+    augment = Augmenter(rng)
+    ckpt = out_dir / "ckpt.pt"
+    budget = Budget(args.minutes * 60, args.steps)
+    epoch = 0
+    if ckpt.exists():
+        s = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(s["model"])
+        opt.load_state_dict(s["opt"])
+        set_rng_state(s["rng"])
+        rng.bit_generator.state = s["np_gen"]
+        budget = Budget(args.minutes * 60, args.steps, spent=s["spent"], step=s["step"])
+        epoch = s["epoch"]
+        log(f"resumed at step {budget.step}, {budget.spent / 60:.1f} min spent")
+
+    last_ckpt = last_log = time.monotonic()
+    hist, mid_eval_done, frozen = [], budget.progress >= 0.5, None
+    while not budget.done():
+        epoch += 1
+        for b in batches(lengths, int(args.batch_seconds * SR), rng):
+            if budget.done():
+                break
+            p = budget.progress
+            if (p < freeze) != frozen:
+                frozen = p < freeze
+                for prm in body:
+                    prm.requires_grad_(not frozen)
+                log(f"step {budget.step}: {'only the CTC head trains' if frozen else 'head + Transformer train'}")
+            lr = tri_stage_lr(p, args.lr)
+            for gparam in opt.param_groups:
+                gparam["lr"] = lr
+            n = max(lengths[i] for i in b)
+            x = np.zeros((len(b), n), np.float32)
+            for j, i in enumerate(b):
+                a = zero_mean_unit_var(augment(audio[i]))
+                x[j, :len(a)] = a
+            L = max(len(labels[i]) for i in b)
+            y = torch.full((len(b), L), -100, dtype=torch.long)
+            for j, i in enumerate(b):
+                y[j, :len(labels[i])] = torch.tensor(labels[i])
+            loss = model(torch.from_numpy(x), labels=y).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_(params, 5.0).item()
+            if np.isfinite(gn) and np.isfinite(loss.item()):
+                opt.step()
+            else:
+                log(f"step {budget.step}: non-finite loss/gradient, skipped")
+            budget.step += 1
+            hist.append(loss.item())
+            now = time.monotonic()
+            if now - last_log > (10 if args.smoke else 60):
+                log(f"step {budget.step} ep {epoch} {100 * budget.progress:5.1f}% lr {lr:.2e} "
+                    f"ctc {np.mean(hist[-20:]):.3f} gnorm {gn:.2f} | {budget.spent / max(budget.step, 1):.2f} s/step")
+                last_log = now
+            if now - last_ckpt > args.ckpt_every and not budget.done():
+                atomic_torch_save(dict(model=model.state_dict(), opt=opt.state_dict(), rng=rng_state(),
+                                       np_gen=rng.bit_generator.state, spent=budget.spent,
+                                       step=budget.step, epoch=epoch), ckpt)
+                last_ckpt = now
+            if not mid_eval_done and budget.progress >= 0.5 and not args.smoke:
+                mid_eval_done = True
+                rows_dev = data_rows(args.work, "dev", args.smoke)
+                r, _ = evaluate_ctc(model, rows_dev, load_audio_cache(rows_dev, cache / "dev"))
+                log(f"half-way dev WER {100 * r.wer:.2f} % CER {100 * r.cer:.2f} %")
+                model.train()  # (evaluation time counts against the stage budget)
+
+    log(f"{stage}: {budget.step} updates, {epoch} epochs, {budget.spent / 60:.1f} min; evaluating")
+    hf = out_dir / "hf"
+    shutil.rmtree(hf, ignore_errors=True)
+    model.eval()
+    save_hf_ctc(model, hf)
+    metrics = evaluate_all(model, args.work, args.smoke, cache, out_dir)
+    write_json(out_dir / "done.json", dict(
+        stage=stage, init=args.init, steps=budget.step, epochs=epoch, minutes=budget.spent / 60,
+        seconds_per_step=budget.spent / max(budget.step, 1), final_ctc=float(np.mean(hist[-50:])) if hist else None,
+        train_clips=len(rows), train_minutes=sum(lengths) / SR / 60, parameters=count_params(model),
+        metrics=metrics, hf=str(hf), args=vars(args)))
+    ckpt.unlink(missing_ok=True)
+    log(f"{stage}: -> {hf}")
+
+
+if __name__ == "__main__":
+    main()
