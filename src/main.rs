@@ -31,6 +31,10 @@ enum Command {
     Transcribe(commands::transcribe::Args),
     /// Word and character error rates on a labelled data set.
     Eval(commands::eval::Args),
+    /// Time a model: load, first inference, compute per input length, memory, GFLOP/s.
+    Bench(commands::bench::Args),
+    /// Report the platform, ONNX Runtime and its execution providers, audio input, default model.
+    Doctor(commands::doctor::Args),
 }
 
 fn init_logging(verbose: u8) {
@@ -81,6 +85,8 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Transcribe(a) => commands::transcribe::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+        Command::Doctor(a) => commands::doctor::run(a),
     };
     match result {
         Ok(code) => code,

@@ -390,11 +390,59 @@ fn failed_export_leaves_an_existing_output_untouched() {
 }
 
 #[test]
-fn unavailable_precision_is_refused() {
+fn quantized_exports_describe_themselves_and_transcribe() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (precision, target) in [("fp16", "cpu"), ("int8", "cpu"), ("int8", "tensorrt")] {
+        let out = tmp.path().join(format!("{precision}-{target}.onnx"));
+        let run = export(
+            &fixture("base-safetensors"),
+            &out,
+            &["--precision", precision, "--target", target, "--json"],
+        );
+        assert_ok(&run);
+        let summary = parse_json(&run);
+        assert!(
+            summary["report"].is_object(),
+            "{precision}/{target}: no accuracy report"
+        );
+        let info = inspect_json(&out);
+        assert_eq!(info["precision"], precision);
+        // The quantized model runs through the normal transcription path.
+        let audio = speech("fsdd/0_george_0.wav");
+        let run = w2v([
+            "transcribe".as_ref(),
+            "--model".as_ref(),
+            out.as_os_str(),
+            audio.as_os_str(),
+        ]);
+        assert_ok(&run);
+    }
+}
+
+#[test]
+fn quantization_refusals_leave_no_model() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("m.onnx");
-    let run = export(&fixture("base-safetensors"), &out, &["--precision", "int8"]);
-    assert_one_error(&run, &["precision"]);
+    let run = export(
+        &fixture("base-safetensors"),
+        &out,
+        &["--precision", "int8", "--quantize-conv"],
+    );
+    assert_one_error(&run, &["quantize-conv"]);
+    assert_dir_empty(tmp.path());
+    // A WER budget of zero on the synthetic set cannot be met by int8 of a random model.
+    let run = export(
+        &fixture("base-safetensors"),
+        &out,
+        &["--precision", "int8", "--max-wer-increase", "0"],
+    );
+    assert_eq!(
+        run.code,
+        Some(1),
+        "expected the WER gate to refuse the export: {}",
+        run.stderr
+    );
+    assert_no_panic(&run);
     assert_dir_empty(tmp.path());
 }
 

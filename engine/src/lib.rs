@@ -4,6 +4,7 @@
 
 pub mod audio;
 pub mod backend;
+pub mod bench;
 pub mod ctc;
 pub mod fs;
 pub mod manifest;

@@ -19,7 +19,32 @@ use crate::checkpoint::Tensor;
 /// Initializer contents.
 pub enum InitData {
     F32(Tensor),
-    I64 { shape: Vec<usize>, data: Vec<i64> },
+    I64 {
+        shape: Vec<usize>,
+        data: Vec<i64>,
+    },
+    /// Half-precision weights (`--precision fp16`).
+    F16 {
+        shape: Vec<usize>,
+        data: Vec<half::f16>,
+    },
+    /// Quantized weights (`--precision int8`).
+    I8 {
+        shape: Vec<usize>,
+        data: Vec<i8>,
+    },
+}
+
+impl InitData {
+    /// Stored size in bytes.
+    pub fn byte_len(&self) -> usize {
+        match self {
+            InitData::F32(t) => t.data.len() * 4,
+            InitData::I64 { data, .. } => data.len() * 8,
+            InitData::F16 { data, .. } => data.len() * 2,
+            InitData::I8 { data, .. } => data.len(),
+        }
+    }
 }
 
 pub struct Initializer {
@@ -40,6 +65,16 @@ impl Initializer {
                 data_type::INT64,
                 data.iter().flat_map(|v| v.to_le_bytes()).collect(),
             ),
+            InitData::F16 { shape, data } => (
+                shape,
+                data_type::FLOAT16,
+                data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+            InitData::I8 { shape, data } => (
+                shape,
+                data_type::INT8,
+                data.iter().map(|&v| v as u8).collect(),
+            ),
         };
         TensorProto {
             dims: dims.iter().map(|&d| d as i64).collect(),
@@ -59,12 +94,15 @@ pub enum Dim {
 
 pub struct GraphBuilder {
     opset: i64,
-    nodes: Vec<NodeProto>,
-    initializers: Vec<Initializer>,
-    inputs: Vec<ValueInfoProto>,
-    outputs: Vec<ValueInfoProto>,
+    pub(crate) nodes: Vec<NodeProto>,
+    /// For each node: it must compute in float32 under reduced precision (see [`GraphBuilder::f32_island`]).
+    pub(crate) keep_f32: Vec<bool>,
+    pub(crate) initializers: Vec<Initializer>,
+    pub(crate) inputs: Vec<ValueInfoProto>,
+    pub(crate) outputs: Vec<ValueInfoProto>,
     scope: String,
     counter: usize,
+    island: bool,
 }
 
 pub fn attr_int(name: &str, i: i64) -> AttributeProto {
@@ -122,12 +160,21 @@ impl GraphBuilder {
         GraphBuilder {
             opset,
             nodes: Vec::new(),
+            keep_f32: Vec::new(),
             initializers: Vec::new(),
             inputs: Vec::new(),
             outputs: Vec::new(),
             scope: String::new(),
             counter: 0,
+            island: false,
         }
+    }
+
+    /// Mark the nodes added from now on (until turned off) as numerically unsafe in float16:
+    /// the fp16 pass keeps them in float32 (normalizations, softmax, large constants). Returns
+    /// the previous setting, so islands can nest.
+    pub fn f32_island(&mut self, on: bool) -> bool {
+        std::mem::replace(&mut self.island, on)
     }
 
     pub fn opset(&self) -> i64 {
@@ -218,7 +265,7 @@ impl GraphBuilder {
 
     /// Add a node whose output has a given name (graph outputs).
     pub fn node_named(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>, out: &str) {
-        self.nodes.push(NodeProto {
+        self.push_node(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: vec![out.to_string()],
             name: out.to_string(),
@@ -226,6 +273,25 @@ impl GraphBuilder {
             attribute: attrs,
             ..Default::default()
         });
+    }
+
+    fn push_node(&mut self, node: NodeProto) {
+        self.nodes.push(node);
+        self.keep_f32.push(self.island);
+    }
+
+    /// An initializer of any type.
+    pub(crate) fn push_initializer(&mut self, name: &str, data: InitData) -> String {
+        self.initializers.push(Initializer {
+            name: name.to_string(),
+            data,
+        });
+        name.to_string()
+    }
+
+    /// Bytes of weight data in the graph's initializers (the bulk of the file size).
+    pub fn weight_bytes(&self) -> usize {
+        self.initializers.iter().map(|i| i.data.byte_len()).sum()
     }
 
     pub fn initializers(&self) -> &[Initializer] {
@@ -238,6 +304,8 @@ impl GraphBuilder {
             .iter()
             .map(|i| match &i.data {
                 InitData::F32(t) => t.data.len(),
+                InitData::F16 { data, .. } => data.len(),
+                InitData::I8 { data, .. } => data.len(),
                 InitData::I64 { .. } => 0,
             })
             .sum()

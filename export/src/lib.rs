@@ -13,9 +13,13 @@ use sha2::{Digest, Sha256};
 use w2v_engine::fs::{atomic_write, AtomicWriteError};
 use w2v_engine::model_info::{self, ModelInfo, FORMAT_VERSION, MODEL_TYPE_WAV2VEC2_CTC};
 
+pub mod calibrate;
 pub mod checkpoint;
 pub mod config;
 pub mod graph;
+pub mod precision;
+pub mod quantize;
+pub mod report;
 pub mod wav2vec2;
 
 pub use checkpoint::CheckpointError;
@@ -66,6 +70,24 @@ pub enum ExportError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Unsupported(String),
+    /// The accuracy check on eval or calibration data could not run.
+    #[error("{0}")]
+    Eval(String),
+    #[error(
+        "WER rose by {increase:.2} points with {precision} (fp32 {fp32:.2}%, {precision} {quantized:.2}%), \
+         more than --max-wer-increase {limit}; no model written"
+    )]
+    WerIncrease {
+        precision: String,
+        fp32: f64,
+        quantized: f64,
+        increase: f64,
+        limit: f64,
+        /// The accuracy report, so the caller can still show it.
+        report: Box<report::AccuracyReport>,
+    },
 }
 
 fn format_names(names: &[String]) -> String {
@@ -77,15 +99,76 @@ fn format_names(names: &[String]) -> String {
     }
 }
 
+/// Numeric precision of an exported model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Fp16,
+    Int8,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+/// The runtime an int8 model is laid out for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// Dynamic quantization (`DynamicQuantizeLinear` + `MatMulInteger`): ONNX Runtime CPU, tract.
+    #[default]
+    Cpu,
+    /// Explicit symmetric QDQ pairs with calibrated activation scales.
+    Tensorrt,
+}
+
+impl Target {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Cpu => "cpu",
+            Target::Tensorrt => "tensorrt",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ExportOptions {
     pub opset: i64,
+    pub precision: Precision,
+    /// Only for `Precision::Int8`.
+    pub target: Target,
+    /// Quantize the feature encoder's convolutions too (not implemented).
+    pub quantize_conv: bool,
+    /// `path<TAB>transcript` rows for the accuracy report; `None` uses a synthetic set.
+    pub eval: Option<PathBuf>,
+    /// Rows whose audio calibrates activation scales (`Target::Tensorrt`); `None` uses `eval`
+    /// or the synthetic set.
+    pub calibration: Option<PathBuf>,
+    /// Fail (and write nothing) when the WER rises by more than this many percentage points.
+    pub max_wer_increase: Option<f64>,
+    /// Skip the accuracy report (and the check) of reduced-precision exports.
+    pub skip_report: bool,
 }
 
 impl Default for ExportOptions {
     fn default() -> Self {
         ExportOptions {
             opset: DEFAULT_OPSET,
+            precision: Precision::Fp32,
+            target: Target::Cpu,
+            quantize_conv: false,
+            eval: None,
+            calibration: None,
+            max_wer_increase: None,
+            skip_report: false,
         }
     }
 }
@@ -99,8 +182,14 @@ pub struct ExportSummary {
     pub parameters: usize,
     pub output_bytes: u64,
     pub precision: String,
+    /// `cpu` or `tensorrt` for int8 models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     pub opset: i64,
     pub seconds: f64,
+    /// fp32 against the reduced-precision model, for fp16 and int8 exports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<report::AccuracyReport>,
     pub info: ModelInfo,
 }
 
@@ -257,6 +346,7 @@ pub fn export_hf_folder(
     options: &ExportOptions,
 ) -> Result<ExportSummary, ExportError> {
     let start = Instant::now();
+    check_options(options)?;
     if !(MIN_OPSET..=MAX_OPSET).contains(&options.opset) {
         return Err(ExportError::Opset {
             opset: options.opset,
@@ -305,24 +395,19 @@ pub fn export_hf_folder(
         uses_attention_mask: cfg.uses_attention_mask(),
         pad_token_id,
         word_delimiter_token: files.word_delimiter,
-        precision: "fp32".into(),
+        precision: options.precision.as_str().into(),
         source_sha256,
         exporter_version: env!("CARGO_PKG_VERSION").into(),
         raw: BTreeMap::new(),
     };
     let parameters = model.g.parameter_count();
-    atomic_write(output, |w| {
-        model
-            .g
-            .write_model(w, env!("CARGO_PKG_VERSION"), info.to_metadata_props())
-    })
-    .map_err(|e| match e {
-        AtomicWriteError::Io { path, source } => ExportError::Write { path, source },
-        AtomicWriteError::Write(source) => ExportError::Write {
-            path: output.to_path_buf(),
-            source,
-        },
-    })?;
+    let mut report = None;
+    if options.precision == Precision::Fp32 {
+        write_graph(&model.g, &info, output)?;
+    } else {
+        let mut info = info;
+        report = quantize::export_reduced(model.g, &mut info, output, options)?;
+    }
     let output_bytes = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
     // Re-read what was written so the summary shows exactly what the runtime will see.
     let info = ModelInfo::read(output).map_err(|e| ExportError::Write {
@@ -335,9 +420,76 @@ pub fn export_hf_folder(
         weight_files,
         parameters,
         output_bytes,
-        precision: "fp32".into(),
+        precision: options.precision.as_str().into(),
+        target: (options.precision == Precision::Int8).then(|| options.target.as_str().into()),
         opset: options.opset,
         seconds: start.elapsed().as_secs_f64(),
+        report,
         info,
+    })
+}
+
+fn check_options(options: &ExportOptions) -> Result<(), ExportError> {
+    if options.precision != Precision::Int8 {
+        if options.target != Target::Cpu {
+            return Err(ExportError::Unsupported(
+                "--target applies to --precision int8 only".into(),
+            ));
+        }
+        if options.quantize_conv {
+            return Err(ExportError::Unsupported(
+                "--quantize-conv applies to --precision int8 only".into(),
+            ));
+        }
+    }
+    if options.quantize_conv {
+        return Err(ExportError::Unsupported(
+            "--quantize-conv is not implemented yet: the feature encoder's convolutions stay float32"
+                .into(),
+        ));
+    }
+    if options.precision == Precision::Fp32
+        && (options.max_wer_increase.is_some() || options.eval.is_some())
+    {
+        return Err(ExportError::Unsupported(
+            "--eval and --max-wer-increase apply to --precision fp16 and int8 only".into(),
+        ));
+    }
+    if options.calibration.is_some() && options.target != Target::Tensorrt {
+        return Err(ExportError::Unsupported(
+            "--calibration applies to --target tensorrt only (cpu int8 quantizes activations at run time)"
+                .into(),
+        ));
+    }
+    if let Some(m) = options.max_wer_increase {
+        if !(m.is_finite() && m >= 0.0) {
+            return Err(ExportError::Unsupported(format!(
+                "--max-wer-increase must be a non-negative number of percentage points, not {m}"
+            )));
+        }
+        if options.skip_report {
+            return Err(ExportError::Unsupported(
+                "--max-wer-increase needs the accuracy report".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Write a graph with `info` as its metadata, atomically.
+pub(crate) fn write_graph(
+    g: &graph::GraphBuilder,
+    info: &ModelInfo,
+    output: &Path,
+) -> Result<(), ExportError> {
+    atomic_write(output, |w| {
+        g.write_model(w, env!("CARGO_PKG_VERSION"), info.to_metadata_props())
+    })
+    .map_err(|e| match e {
+        AtomicWriteError::Io { path, source } => ExportError::Write { path, source },
+        AtomicWriteError::Write(source) => ExportError::Write {
+            path: output.to_path_buf(),
+            source,
+        },
     })
 }

@@ -1,15 +1,23 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::ValueEnum;
-use w2v_export::{export_hf_folder, ExportOptions, DEFAULT_OPSET};
+use w2v_export::{export_hf_folder, ExportError, ExportOptions, DEFAULT_OPSET};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Precision {
     Fp32,
     Fp16,
     Int8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    /// Dynamic int8 (DynamicQuantizeLinear + MatMulInteger): ONNX Runtime CPU and tract.
+    Cpu,
+    /// Explicit QDQ pairs with calibrated activation scales, for TensorRT.
+    Tensorrt,
 }
 
 #[derive(clap::Args)]
@@ -22,6 +30,21 @@ pub struct Args {
     /// Numeric precision of the exported model.
     #[arg(long, value_enum, default_value = "fp32")]
     precision: Precision,
+    /// Runtime an int8 model is laid out for.
+    #[arg(long, value_enum, default_value = "cpu")]
+    target: Target,
+    /// Quantize the feature encoder's convolutions too (int8; not implemented yet).
+    #[arg(long)]
+    quantize_conv: bool,
+    /// Eval audio for the accuracy report (`path<TAB>transcript` rows); default: a synthetic set.
+    #[arg(long, value_name = "DATA.tsv")]
+    eval: Option<PathBuf>,
+    /// Audio that calibrates activation scales for `--target tensorrt` (default: --eval or synthetic).
+    #[arg(long, value_name = "DATA.tsv")]
+    calibration: Option<PathBuf>,
+    /// Fail, writing no model, when the WER rises by more than this many percentage points.
+    #[arg(long, value_name = "POINTS")]
+    max_wer_increase: Option<f64>,
     /// ONNX opset to target.
     #[arg(long, default_value_t = DEFAULT_OPSET)]
     opset: i64,
@@ -31,29 +54,58 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    if args.precision != Precision::Fp32 {
-        bail!(
-            "--precision {:?} is not available yet; use fp32",
-            args.precision
-        );
-    }
-    let summary = export_hf_folder(
-        &args.src,
-        &args.output,
-        &ExportOptions { opset: args.opset },
-    )?;
+    let options = ExportOptions {
+        opset: args.opset,
+        precision: match args.precision {
+            Precision::Fp32 => w2v_export::Precision::Fp32,
+            Precision::Fp16 => w2v_export::Precision::Fp16,
+            Precision::Int8 => w2v_export::Precision::Int8,
+        },
+        target: match args.target {
+            Target::Cpu => w2v_export::Target::Cpu,
+            Target::Tensorrt => w2v_export::Target::Tensorrt,
+        },
+        quantize_conv: args.quantize_conv,
+        eval: args.eval,
+        calibration: args.calibration,
+        max_wer_increase: args.max_wer_increase,
+        skip_report: false,
+    };
+    let summary = match export_hf_folder(&args.src, &args.output, &options) {
+        Ok(s) => s,
+        Err(e) => {
+            // A failed --max-wer-increase check still shows the report that failed it.
+            if let ExportError::WerIncrease { report, .. } = &e {
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(report)?);
+                } else {
+                    eprintln!("accuracy: {}", report.summary_line());
+                }
+            }
+            return Err(e.into());
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!(
-            "exported {} -> {} ({:.1} M parameters, {:.1} MB, opset {}, {:.2} s)",
+            "exported {} -> {} ({:.1} M parameters, {:.1} MB, {}{}, opset {}, {:.2} s)",
             summary.source.display(),
             summary.output.display(),
             summary.parameters as f64 / 1e6,
             summary.output_bytes as f64 / 1e6,
+            summary.precision,
+            summary
+                .target
+                .as_deref()
+                .map(|t| format!(" for {t}"))
+                .unwrap_or_default(),
             summary.opset,
             summary.seconds
         );
+        if let Some(r) = &summary.report {
+            println!("accuracy: {}", r.summary_line());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,3 +1,5 @@
+pub mod bench;
+pub mod doctor;
 pub mod eval;
 pub mod export;
 pub mod inspect;

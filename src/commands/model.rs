@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::ValueEnum;
-use w2v_engine::backend::ort::{OrtBackend, OrtOptions};
+use w2v_engine::backend::ort::{OptLevel, OrtBackend, OrtOptions};
 use w2v_engine::backend::tract::TractBackend;
 use w2v_engine::{Backend, BackendOptions};
 
@@ -30,6 +30,13 @@ pub struct ModelArgs {
     /// Intra-op threads (default: the runtime's choice).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// ONNX Runtime graph optimization level: disable, basic, extended or all.
+    #[arg(long, default_value = "all", value_parser = parse_opt_level)]
+    pub graph_opt: OptLevel,
+}
+
+fn parse_opt_level(s: &str) -> Result<OptLevel, String> {
+    s.parse()
 }
 
 /// Where a shipped default model may be: `W2V_MODEL`, next to the installed binary, or the
@@ -90,6 +97,7 @@ pub fn open_backend(args: &ModelArgs) -> Result<Box<dyn Backend>> {
         BackendKind::Ort => {
             let options = OrtOptions {
                 common,
+                optimization_level: args.graph_opt,
                 ..OrtOptions::default()
             };
             Box::new(OrtBackend::load(&path, &options)?)

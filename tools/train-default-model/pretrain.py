@@ -207,6 +207,9 @@ def main():
     ap.add_argument("--mask-prob", type=float, default=0.065, help="p: probability a step starts a span")
     ap.add_argument("--mask-length", type=int, default=10, help="M: span length in steps")
     ap.add_argument("--gumbel", type=float, nargs=2, default=(2.0, 0.5), help="temperature start end")
+    ap.add_argument("--feature-pen", type=float, default=10.0, help="weight of the L2 feature penalty")
+    ap.add_argument("--feature-grad-mult", type=float, default=0.1, help="gradient scale of the CNN")
+    ap.add_argument("--diversity-weight", type=float, default=0.1, help="alpha")
     ap.add_argument("--ckpt-every", type=float, default=300.0, help="seconds between resumable checkpoints")
     ap.add_argument("--check-objective", action="store_true", help="compare the loss with transformers' first")
     add_arch_args(ap)
@@ -233,11 +236,11 @@ def main():
 
     config = model_config(args, mask_time_prob=args.mask_prob * args.mask_length,
                           mask_time_length=args.mask_length, mask_time_min_masks=2,
-                          mask_feature_prob=0.0)
+                          mask_feature_prob=0.0, diversity_loss_weight=args.diversity_weight)
     config.architectures = ["Wav2Vec2ForPreTraining"]
     model = Wav2Vec2ForPreTraining(config)
     model.train()
-    obj = Objective(model)
+    obj = Objective(model, feature_grad_mult=args.feature_grad_mult, feature_pen_weight=args.feature_pen)
     log(f"model: {count_params(model) / 1e6:.2f} M parameters with quantizer, "
         f"{count_params(model.wav2vec2) / 1e6:.2f} M in the encoder")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-6,

@@ -1,0 +1,145 @@
+//! Reduced-precision export: apply a [`crate::precision`] pass to the float32 graph, measure the
+//! result against float32 ([`crate::report`]), enforce `--max-wer-increase`, and write the model
+//! with its precision, target and report summary in the metadata.
+
+use std::path::Path;
+
+use w2v_engine::ModelInfo;
+
+use crate::graph::GraphBuilder;
+use crate::precision;
+use crate::report::{self, AccuracyReport};
+use crate::{ExportError, ExportOptions, Precision, Target};
+
+/// Metadata keys of quantized models (under `w2v.`, beside those of
+/// `w2v_engine::model_info::keys`; the runtime keeps them in `ModelInfo::raw`).
+pub mod keys {
+    /// `cpu` or `tensorrt` (int8 models only).
+    pub const TARGET: &str = "w2v.quantization.target";
+    /// How the graph was reduced, in words.
+    pub const SCHEME: &str = "w2v.quantization.scheme";
+    /// The accuracy report (JSON, [`crate::report::AccuracyReport`]).
+    pub const REPORT: &str = "w2v.quantization.report";
+    /// The calibration of activation scales (`tensorrt` only), in words.
+    pub const CALIBRATION: &str = "w2v.quantization.calibration";
+}
+
+pub const SCHEME_FP16: &str =
+    "fp16 weights and compute in the transformer and feature projection; float32 conv feature encoder, LayerNorm, softmax with mask bias, positional conv, mask arithmetic, lm_head; float32 inputs and outputs";
+pub const SCHEME_INT8_DYNAMIC: &str =
+    "int8 per-output-channel symmetric weights, dynamic uint8 activations (DynamicQuantizeLinear + MatMulInteger) for transformer, projection and lm_head matmuls; convs float32";
+pub const SCHEME_INT8_QDQ: &str =
+    "QDQ int8: per-output-channel symmetric weights, per-tensor symmetric calibrated activations, zero points 0, for transformer, projection and lm_head matmuls; convs float32";
+
+fn io_err(path: &Path, source: std::io::Error) -> ExportError {
+    ExportError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn write_plain(g: &GraphBuilder, info: &ModelInfo, path: &Path) -> Result<(), ExportError> {
+    let file = std::fs::File::create(path).map_err(|e| io_err(path, e))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    g.write_model(&mut w, env!("CARGO_PKG_VERSION"), info.to_metadata_props())
+        .and_then(|()| std::io::Write::flush(&mut w))
+        .map_err(|e| io_err(path, e))
+}
+
+/// Reduce `g` (float32) to `options.precision` and write it to `output`; `info` gets the
+/// quantization keys. Returns the accuracy report unless `options.skip_report`.
+pub(crate) fn export_reduced(
+    mut g: GraphBuilder,
+    info: &mut ModelInfo,
+    output: &Path,
+    options: &ExportOptions,
+) -> Result<Option<AccuracyReport>, ExportError> {
+    let tmp = tempfile::tempdir().map_err(|e| io_err(Path::new("temporary directory"), e))?;
+    let fp32_path = tmp.path().join("fp32.onnx");
+    let reduced_path = tmp.path().join("reduced.onnx");
+    let eval = if options.skip_report {
+        None
+    } else {
+        Some(report::eval_set(options.eval.as_ref(), info.sample_rate)?)
+    };
+    let needs_fp32 = eval.is_some() || options.target == Target::Tensorrt;
+    if needs_fp32 {
+        let mut fp32_info = info.clone();
+        fp32_info.precision = Precision::Fp32.as_str().into();
+        write_plain(&g, &fp32_info, &fp32_path)?;
+    }
+    let precision_name = options.precision.as_str();
+    let target = (options.precision == Precision::Int8).then_some(options.target);
+    match (options.precision, options.target) {
+        (Precision::Fp32, _) => unreachable!("float32 exports are not reduced"),
+        (Precision::Fp16, _) => {
+            let s = precision::to_fp16(&mut g);
+            tracing::info!(
+                f16_nodes = s.f16_nodes,
+                f32_nodes = s.f32_nodes,
+                casts = s.casts,
+                "fp16 pass"
+            );
+            info.raw.insert(keys::SCHEME.into(), SCHEME_FP16.into());
+        }
+        (Precision::Int8, Target::Cpu) => {
+            let s = precision::to_int8(&mut g);
+            tracing::info!(
+                matmuls = s.matmuls,
+                weight_rel_error = s.weight_rel_error,
+                "int8 pass"
+            );
+            info.raw
+                .insert(keys::SCHEME.into(), SCHEME_INT8_DYNAMIC.into());
+        }
+        (Precision::Int8, Target::Tensorrt) => {
+            let calib = match &options.calibration {
+                Some(p) => report::EvalSet::from_manifest(p, info.sample_rate)?,
+                None => match &options.eval {
+                    Some(p) => report::EvalSet::from_manifest(p, info.sample_rate)?,
+                    None => report::EvalSet::synthetic(info.sample_rate),
+                },
+            };
+            let names = precision::qdq_activation_names(&g);
+            let (scales, how) = crate::calibrate::activation_scales(&fp32_path, &names, &calib)?;
+            let s = precision::to_qdq(&mut g, &scales);
+            tracing::info!(matmuls = s.matmuls, "qdq pass");
+            info.raw.insert(keys::SCHEME.into(), SCHEME_INT8_QDQ.into());
+            info.raw.insert(keys::CALIBRATION.into(), how);
+        }
+    }
+    info.precision = precision_name.into();
+    if let Some(t) = target {
+        info.raw.insert(keys::TARGET.into(), t.as_str().into());
+    }
+    let mut result = None;
+    if let Some(set) = &eval {
+        write_plain(&g, info, &reduced_path)?;
+        let r = report::compare(
+            &fp32_path,
+            &reduced_path,
+            set,
+            precision_name,
+            target.map(Target::as_str),
+        )?;
+        if let Some(limit) = options.max_wer_increase {
+            if r.wer_increase_points > limit {
+                return Err(ExportError::WerIncrease {
+                    precision: precision_name.into(),
+                    fp32: r.wer_fp32.unwrap_or(0.0),
+                    quantized: r.wer_quantized.unwrap_or(r.wer_vs_fp32),
+                    increase: r.wer_increase_points,
+                    limit,
+                    report: Box::new(r),
+                });
+            }
+        }
+        info.raw.insert(
+            keys::REPORT.into(),
+            serde_json::to_string(&r).expect("report serializes"),
+        );
+        result = Some(r);
+    }
+    crate::write_graph(&g, info, output)?;
+    Ok(result)
+}

@@ -1,0 +1,335 @@
+//! `w2v doctor`: what this machine is and what w2v can use on it: platform (Jetson details when
+//! present), the ONNX Runtime library and its execution providers, audio input, and the default
+//! model. Nothing missing is an error here: each problem is reported with its fix, exit status 0.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde::Serialize;
+use w2v_board_support::{Platform, Provider, ProviderAvailability, ProviderPolicy};
+use w2v_engine::backend::ort::{find_ort_library, ort_library, ort_version, ORT_DYLIB_PATH};
+use w2v_engine::bench::ort_available_providers;
+
+use super::model::resolve_model;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+const NO_AUDIO_CAPTURE: &str = "audio capture not built yet";
+
+#[derive(Serialize)]
+struct Report {
+    platform: Platform,
+    onnxruntime: OrtReport,
+    audio_input: AudioReport,
+    default_model: DefaultModel,
+}
+
+#[derive(Serialize)]
+struct OrtReport {
+    /// Whether the library loaded.
+    available: bool,
+    /// `ORT_DYLIB_PATH` as set in the environment.
+    ort_dylib_path: Option<String>,
+    /// The library loaded (or found but unloadable).
+    library: Option<PathBuf>,
+    version: Option<String>,
+    /// Why the library is not available, ending with how to fix it.
+    problem: Option<String>,
+    /// `GetAvailableProviders`: the execution providers the library was built with.
+    providers: Vec<String>,
+    cuda: ProviderStatus,
+    tensorrt: ProviderStatus,
+    /// What `--provider auto` would register, in order (board-support's policy).
+    auto_plan: Vec<Provider>,
+}
+
+#[derive(Serialize)]
+struct ProviderStatus {
+    available: bool,
+    /// Why not, or a caveat when available.
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AudioReport {
+    input_devices: Vec<String>,
+    note: &'static str,
+}
+
+#[derive(Serialize)]
+struct DefaultModel {
+    /// The model `--model` defaults to, when one is found.
+    path: Option<PathBuf>,
+    found: bool,
+    problem: Option<String>,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let platform = Platform::detect();
+    let onnxruntime = ort_report(&platform);
+    let default_model = match resolve_model(None) {
+        Ok(path) => DefaultModel {
+            path: Some(path),
+            found: true,
+            problem: None,
+        },
+        Err(e) => DefaultModel {
+            path: None,
+            found: false,
+            problem: Some(format!(
+                "{e}; pass --model, set W2V_MODEL, or export one with `w2v export`"
+            )),
+        },
+    };
+    let report = Report {
+        platform,
+        onnxruntime,
+        audio_input: AudioReport {
+            input_devices: Vec::new(),
+            note: NO_AUDIO_CAPTURE,
+        },
+        default_model,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", text(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ort_report(platform: &Platform) -> OrtReport {
+    let env = std::env::var_os(ORT_DYLIB_PATH).map(|v| v.to_string_lossy().into_owned());
+    let loaded =
+        ort_library().and_then(|lib| Ok((lib, ort_version()?, ort_available_providers()?)));
+    let (library, version, providers, problem) = match loaded {
+        Ok((lib, version, providers)) => (Some(lib), Some(version), providers, None),
+        // Found but not loadable still names the file.
+        Err(e) => (
+            find_ort_library().ok(),
+            None,
+            Vec::new(),
+            Some(e.to_string()),
+        ),
+    };
+    let status = |ort_name: &str, what: &str, provider_lib: &str| -> ProviderStatus {
+        let Some(lib) = library.as_deref().filter(|_| problem.is_none()) else {
+            return ProviderStatus {
+                available: false,
+                reason: Some("ONNX Runtime is not available".into()),
+            };
+        };
+        if !providers.iter().any(|p| p == ort_name) {
+            return ProviderStatus {
+                available: false,
+                reason: Some(format!(
+                    "this ONNX Runtime build has no {what} execution provider (a CPU-only build; \
+                     a GPU build of ONNX Runtime, or JetPack's on a Jetson, has it)"
+                )),
+            };
+        }
+        let dir = lib.parent().unwrap_or(Path::new("."));
+        if !dir.join(provider_lib).is_file() {
+            return ProviderStatus {
+                available: false,
+                reason: Some(format!(
+                    "compiled in, but {provider_lib} is missing from {}",
+                    dir.display()
+                )),
+            };
+        }
+        if !platform.is_jetson() && !Path::new("/proc/driver/nvidia/version").is_file() {
+            return ProviderStatus {
+                available: false,
+                reason: Some(
+                    "compiled in, but no NVIDIA GPU driver is loaded (/proc/driver/nvidia/version \
+                     is absent)"
+                        .into(),
+                ),
+            };
+        }
+        ProviderStatus {
+            available: true,
+            reason: Some(format!(
+                "compiled in; the {what} libraries are loaded when a session registers it"
+            )),
+        }
+    };
+    let cuda = status(
+        Provider::Cuda.ort_name(),
+        "CUDA",
+        "libonnxruntime_providers_cuda.so",
+    );
+    let tensorrt = status(
+        Provider::TensorRt.ort_name(),
+        "TensorRT",
+        "libonnxruntime_providers_tensorrt.so",
+    );
+    let as_result = |s: &ProviderStatus| {
+        if s.available {
+            Ok(())
+        } else {
+            Err(s.reason.clone().unwrap_or_default())
+        }
+    };
+    let availability = ProviderAvailability {
+        tensorrt: as_result(&tensorrt),
+        cuda: as_result(&cuda),
+        cpu: if problem.is_none() {
+            Ok(())
+        } else {
+            Err("ONNX Runtime is not available".into())
+        },
+    };
+    let auto_plan = ProviderPolicy::default()
+        .plan(&availability)
+        .map(|p| p.providers)
+        .unwrap_or_default();
+    OrtReport {
+        available: problem.is_none(),
+        ort_dylib_path: env,
+        library,
+        version,
+        problem,
+        providers,
+        cuda,
+        tensorrt,
+        auto_plan,
+    }
+}
+
+fn text(r: &Report) -> String {
+    let p = &r.platform;
+    let or_unknown = |s: Option<&str>| s.unwrap_or("unknown").to_string();
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = |k: &str, v: String| lines.push(format!("{k:<17}{v}"));
+
+    line("arch:", or_unknown(p.arch.as_deref()));
+    line("cpu:", or_unknown(p.cpu.model.as_deref()));
+    line(
+        "cores:",
+        format!(
+            "{} online, {} present",
+            p.cpu
+                .logical_cores
+                .map_or("?".into(), |n: usize| n.to_string()),
+            p.cpu
+                .cores_present
+                .map_or("?".into(), |n: usize| n.to_string())
+        ),
+    );
+    line(
+        "cpu features:",
+        if p.cpu.features.is_empty() {
+            "(none of interest)".into()
+        } else {
+            p.cpu.features.join(" ")
+        },
+    );
+    line(
+        "memory:",
+        match &p.memory {
+            Some(m) => format!(
+                "{:.1} GiB total, {} available, {} swap",
+                gib(m.total_bytes),
+                m.available_bytes
+                    .map_or("?".into(), |b| format!("{:.1} GiB", gib(b))),
+                match m.swap_total_bytes {
+                    Some(0) => "no".into(),
+                    Some(b) => format!("{:.1} GiB", gib(b)),
+                    None => "?".into(),
+                }
+            ),
+            None => "unknown".into(),
+        },
+    );
+    match &p.jetson {
+        Some(j) => {
+            line("jetson:", or_unknown(j.model.as_deref()));
+            line("  soc:", or_unknown(j.soc.as_deref()));
+            line(
+                "  L4T:",
+                j.l4t
+                    .as_ref()
+                    .map_or("unknown".into(), |l| format!("R{}", l.version)),
+            );
+            line("  JetPack:", or_unknown(j.jetpack.as_deref()));
+            line(
+                "  power mode:",
+                p.power_mode
+                    .as_ref()
+                    .map_or("unknown".into(), |m| match m.id {
+                        Some(id) => format!("{} (mode {id})", m.name),
+                        None => m.name.clone(),
+                    }),
+            );
+        }
+        None => line(
+            "jetson:",
+            match &p.device_model {
+                Some(m) => format!("no ({m})"),
+                None => "no".into(),
+            },
+        ),
+    }
+
+    let o = &r.onnxruntime;
+    match &o.problem {
+        None => {
+            line(
+                "onnxruntime:",
+                format!(
+                    "{} ({})",
+                    or_unknown(o.version.as_deref()),
+                    o.library
+                        .as_deref()
+                        .map_or("?".into(), |l| l.display().to_string())
+                ),
+            );
+            line("  providers:", o.providers.join(", "));
+        }
+        // The problem says "not available" and how to fix it.
+        Some(problem) => line("onnxruntime:", problem.clone()),
+    }
+    for (name, s) in [("  CUDA:", &o.cuda), ("  TensorRT:", &o.tensorrt)] {
+        let verdict = if s.available { "found" } else { "not found" };
+        line(
+            name,
+            match &s.reason {
+                Some(reason) => format!("{verdict}: {reason}"),
+                None => verdict.into(),
+            },
+        );
+    }
+    line(
+        "  auto plan:",
+        if o.auto_plan.is_empty() {
+            "none".into()
+        } else {
+            o.auto_plan
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(" > ")
+        },
+    );
+    line("audio input:", r.audio_input.note.into());
+    line(
+        "default model:",
+        match (&r.default_model.path, &r.default_model.problem) {
+            (Some(path), _) => path.display().to_string(),
+            (None, Some(problem)) => format!("not found: {problem}"),
+            (None, None) => "not found".into(),
+        },
+    );
+    let mut s = lines.join("\n");
+    s.push('\n');
+    s
+}

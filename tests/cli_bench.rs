@@ -1,0 +1,230 @@
+//! End-to-end tests of `w2v bench` through the real binary, on a tiny random fixture model
+//! exported per test: the JSON report on both backends, the text table, and one-line errors for
+//! bad arguments and a missing ONNX Runtime.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+use tempfile::TempDir;
+
+fn model() -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = export_fixture("base-safetensors", dir.path());
+    (dir, m)
+}
+
+fn bench(model: &Path, extra: &[&str]) -> Run {
+    let mut args: Vec<&OsStr> = vec![
+        OsStr::new("bench"),
+        OsStr::new("--model"),
+        model.as_os_str(),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    w2v(args)
+}
+
+/// `w2v` with extra environment variables (the shared helper sets none).
+fn w2v_env(args: &[&OsStr], env: &[(&str, &OsStr)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_w2v"));
+    cmd.args(args)
+        .current_dir(repo())
+        .env_remove("W2V_LOG")
+        .env_remove("W2V_MODEL")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run w2v");
+    Run {
+        args: args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn num(v: &Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("`{key}` is not a number in {v}"))
+}
+
+fn positive(v: &Value, key: &str) -> f64 {
+    let x = num(v, key);
+    assert!(x > 0.0 && x.is_finite(), "`{key}` = {x} should be positive");
+    x
+}
+
+/// The JSON report of one length-1 s, 2-run bench, checked field by field.
+fn check_report(v: &Value, model: &Path, backend: &str) {
+    assert_eq!(v["model"], shown(model));
+    assert_eq!(v["backend"], backend);
+    assert_eq!(v["runs"], 2);
+    assert_eq!(v["threads"], 1);
+    let rate = v["sample_rate"].as_u64().expect("sample_rate");
+    assert_eq!(rate, 16000);
+    positive(v, "load_seconds");
+    positive(v, "first_inference_seconds");
+    positive(v, "peak_rss_mb");
+    match backend {
+        "ort" => assert_eq!(v["ort_version"], "1.32.0"),
+        _ => assert!(v["ort_version"].is_null(), "{}", v["ort_version"]),
+    }
+    let lengths = v["lengths"].as_array().expect("lengths");
+    assert_eq!(lengths.len(), 1, "{v}");
+    let l = &lengths[0];
+    assert_eq!(num(l, "seconds"), 1.0);
+    assert_eq!(l["samples"].as_u64(), Some(rate));
+    // 16000 samples through the base conv stack: 49 frames.
+    assert_eq!(l["frames"].as_u64(), Some(49));
+    assert_eq!(num(l, "first_seconds"), num(v, "first_inference_seconds"));
+    let (min, median, p95, max) = (
+        positive(l, "min_seconds"),
+        positive(l, "median_seconds"),
+        positive(l, "p95_seconds"),
+        positive(l, "max_seconds"),
+    );
+    assert!(
+        min <= median && median <= p95 && p95 <= max,
+        "min {min} median {median} p95 {p95} max {max}"
+    );
+    let rtf = positive(l, "real_time_factor");
+    assert!(
+        (rtf - median / 1.0).abs() <= 1e-12 * median.max(1.0),
+        "{rtf} vs {median}"
+    );
+    let gflop = positive(l, "gflop");
+    assert_eq!(num(l, "gflop_per_audio_second"), gflop);
+    let achieved = positive(l, "achieved_gflop_per_second");
+    assert!((achieved - gflop / median).abs() <= 1e-9 * achieved);
+    let parts = l["gflop_by_part"].as_object().expect("gflop_by_part");
+    let sum: f64 = parts.values().map(|x| x.as_f64().unwrap()).sum();
+    assert!((sum - gflop).abs() <= 1e-9 * gflop, "{sum} vs {gflop}");
+    assert!(parts["attention_scores"].as_f64().unwrap() > 0.0);
+    positive(l, "peak_rss_mb");
+    assert!(num(l, "peak_rss_mb") <= num(v, "peak_rss_mb"));
+}
+
+#[test]
+fn json_report_on_both_backends() {
+    let (_dir, m) = model();
+    for backend in ["tract", "ort"] {
+        let run = bench(
+            &m,
+            &[
+                "--backend",
+                backend,
+                "--threads",
+                "1",
+                "--seconds",
+                "1",
+                "--runs",
+                "2",
+                "--json",
+            ],
+        );
+        assert_ok(&run);
+        check_report(&parse_json(&run), &m, backend);
+    }
+}
+
+/// The fixture's arithmetic, counted by hand from its config: conv_dim 16 × 7, hidden 32,
+/// 2 layers, intermediate 64, positional conv 16 taps in 4 groups, 32 tokens; 49 frames.
+#[test]
+fn gflop_matches_the_config() {
+    let (_dir, m) = model();
+    let run = bench(&m, &["--seconds", "1", "--runs", "1", "--json"]);
+    assert_ok(&run);
+    let v = parse_json(&run);
+    let l = &v["lengths"][0];
+    let conv: u64 =
+        3199 * 16 * 10 + (1599 + 799 + 399 + 199) * 16 * 16 * 3 + (99 + 49) * 16 * 16 * 2;
+    let t = 49u64;
+    let macs = conv
+        + t * 16 * 32
+        + t * 32 * 8 * 16
+        + 2 * t * 4 * 32 * 32
+        + 2 * t * 2 * t * 32
+        + 2 * t * 2 * 32 * 64
+        + t * 32 * 32;
+    let want = 2.0 * macs as f64 / 1e9;
+    let got = num(l, "gflop");
+    assert!((got - want).abs() < 1e-12, "gflop {got}, expected {want}");
+}
+
+#[test]
+fn text_table_has_a_row_per_length() {
+    let (_dir, m) = model();
+    let run = bench(&m, &["--seconds", "0.5,2", "--runs", "1"]);
+    assert_ok(&run);
+    let out = &run.stdout;
+    for want in [
+        "model:",
+        "backend:",
+        "load:",
+        "first run:",
+        "peak memory:",
+        "RTF",
+        "GFLOP/s",
+    ] {
+        assert!(out.contains(want), "no {want:?} in:\n{out}");
+    }
+    let rows: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("audio s"))
+        .skip(1)
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(rows[0].trim_start().starts_with("0.5 "), "{}", rows[0]);
+    assert!(rows[1].trim_start().starts_with("2 "), "{}", rows[1]);
+}
+
+#[test]
+fn bad_arguments_fail_in_one_line() {
+    let (_dir, m) = model();
+    for (seconds, bad) in [
+        ("x", "\"x\""),
+        ("1,,2", "\"\""),
+        ("0", "\"0\""),
+        ("-1", "\"-1\""),
+        ("1,nan", "\"nan\""),
+    ] {
+        let arg = format!("--seconds={seconds}");
+        let run = bench(&m, &[&arg, "--runs", "1"]);
+        assert_one_error(&run, &["--seconds", bad, "positive number of seconds"]);
+        assert!(run.stdout.is_empty(), "{}", run.stdout);
+    }
+    let run = bench(&m, &["--seconds", "0.01", "--runs", "1"]);
+    assert_one_error(&run, &["--seconds 0.01", "receptive field"]);
+    let run = bench(&m, &["--seconds", "1", "--runs", "0"]);
+    assert_one_error(&run, &["--runs"]);
+    let missing = m.with_file_name("missing.onnx");
+    let run = bench(&missing, &["--seconds", "1"]);
+    assert_one_error(&run, &[&shown(&missing), "no such model file"]);
+}
+
+#[test]
+fn missing_onnx_runtime_fails_in_one_line() {
+    let (_dir, m) = model();
+    let args: Vec<&OsStr> = [
+        OsStr::new("bench"),
+        OsStr::new("--model"),
+        m.as_os_str(),
+        OsStr::new("--backend"),
+        OsStr::new("ort"),
+        OsStr::new("--seconds"),
+        OsStr::new("1"),
+    ]
+    .to_vec();
+    let run = w2v_env(&args, &[("ORT_DYLIB_PATH", OsStr::new("/nonexistent"))]);
+    assert_one_error(&run, &["/nonexistent", "tools/fetch-ort.sh"]);
+}
