@@ -282,67 +282,6 @@ pub fn arithmetic(info: &ModelInfo, samples: usize) -> Result<Arithmetic, String
 
 // ----- ONNX Runtime -----
 
-/// The execution providers the ONNX Runtime library offers (`GetAvailableProviders`: the ones it
-/// was built with, e.g. `["AzureExecutionProvider", "CPUExecutionProvider"]` for the PyPI CPU
-/// build), in its order. Loads the library as [`crate::backend::ort::ort_library`] does and fails
-/// as it does, with [`crate::BackendError::OrtLibrary`].
-/// A provider being listed does not mean it works here: CUDA and TensorRT also need their
-/// provider libraries, the GPU driver and the CUDA/TensorRT libraries at session creation.
-#[cfg(feature = "ort")]
-pub fn ort_available_providers() -> Result<Vec<String>, crate::BackendError> {
-    use std::ffi::{c_char, c_int, CStr};
-
-    // Loads and initializes the library through w2v's own path search first, so `ort::api()`
-    // below never falls back to `ort`'s default search (which would panic if that failed).
-    crate::backend::ort::ort_library()?;
-    let api = ort::api();
-    let mut list: *mut *mut c_char = std::ptr::null_mut();
-    let mut count: c_int = 0;
-    // SAFETY: `GetAvailableProviders` writes an array of `count` NUL-terminated strings owned by
-    // ONNX Runtime, released below with `ReleaseAvailableProviders`.
-    let status = unsafe { (api.GetAvailableProviders)(&mut list, &mut count) };
-    if !status.0.is_null() {
-        // SAFETY: a non-null status is a live `OrtStatus` whose message is a NUL-terminated
-        // string valid until the status is released.
-        let message = unsafe {
-            let m = (api.GetErrorMessage)(status.0);
-            let text = if m.is_null() {
-                "unknown error".to_string()
-            } else {
-                CStr::from_ptr(m).to_string_lossy().into_owned()
-            };
-            (api.ReleaseStatus)(status.0);
-            text
-        };
-        return Err(crate::BackendError::OrtLibrary {
-            reason: format!("its GetAvailableProviders failed: {message}"),
-        });
-    }
-    if list.is_null() {
-        return Ok(Vec::new());
-    }
-    let count = usize::try_from(count).unwrap_or(0);
-    // SAFETY: `list` holds `count` valid C strings (see above).
-    let names = (0..count)
-        .map(|i| unsafe {
-            let p = *list.add(i);
-            if p.is_null() {
-                String::new()
-            } else {
-                CStr::from_ptr(p).to_string_lossy().into_owned()
-            }
-        })
-        .filter(|s| !s.is_empty())
-        .collect();
-    // SAFETY: releases exactly the array obtained above; its status is always null (success).
-    let status = unsafe { (api.ReleaseAvailableProviders)(list, count as c_int) };
-    if !status.0.is_null() {
-        // SAFETY: as above.
-        unsafe { (api.ReleaseStatus)(status.0) };
-    }
-    Ok(names)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,9 +5,11 @@
 //! far below any real error), and identical argmax on every frame whose reference top-2 margin
 //! exceeds 2e-4 (closer frames are ties within the tolerance).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use safetensors::{Dtype, SafeTensors};
+mod common;
+use common::{cases, fixtures, Case};
+
 use w2v_engine::backend::ort::{OrtBackend, OrtOptions};
 use w2v_engine::backend::tract::TractBackend;
 use w2v_engine::{Backend, BackendOptions, Batch};
@@ -15,80 +17,6 @@ use w2v_export::{export_hf_folder, ExportOptions};
 
 const MAX_ABS_DIFF: f32 = 1e-4;
 const TIE_MARGIN: f32 = 2e-4;
-
-fn fixtures() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/fixtures/wav2vec2");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("config.json").is_file())
-        .collect();
-    v.sort();
-    assert_eq!(
-        v.len(),
-        4,
-        "expected the four fixture variants in {}",
-        root.display()
-    );
-    v
-}
-
-struct Case {
-    name: String,
-    input: Vec<f32>,
-    shape: Vec<usize>,
-    lengths: Vec<usize>,
-    logits: Vec<f32>,
-    logits_shape: Vec<usize>,
-}
-
-fn f32s(st: &SafeTensors, name: &str) -> (Vec<f32>, Vec<usize>) {
-    let t = st.tensor(name).unwrap();
-    assert_eq!(t.dtype(), Dtype::F32);
-    let v = t
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    (v, t.shape().to_vec())
-}
-
-fn cases(dir: &Path) -> Vec<Case> {
-    let bytes = std::fs::read(dir.join("references.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut names: Vec<String> = st
-        .names()
-        .iter()
-        .filter_map(|n| n.strip_suffix(".logits").map(str::to_string))
-        .collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|name| {
-            let (input, shape) = f32s(&st, &format!("{name}.input_values"));
-            let (logits, logits_shape) = f32s(&st, &format!("{name}.logits"));
-            let lengths = match st.tensor(&format!("{name}.attention_mask")) {
-                Ok(m) => m
-                    .data()
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                    .collect::<Vec<_>>()
-                    .chunks(shape[1])
-                    .map(|row| row.iter().sum::<i64>() as usize)
-                    .collect(),
-                Err(_) => vec![shape[1]; shape[0]],
-            };
-            Case {
-                name,
-                input,
-                shape,
-                lengths,
-                logits,
-                logits_shape,
-            }
-        })
-        .collect()
-}
 
 fn compare(what: &str, case: &Case, got: &w2v_engine::Logits) {
     assert_eq!(

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde::Serialize;
 use w2v_board_support::{Platform, Provider, ProviderAvailability, ProviderPolicy};
-use w2v_engine::backend::ort::{find_ort_library, ort_library, ort_version, ORT_DYLIB_PATH};
-use w2v_engine::bench::ort_available_providers;
+use w2v_engine::backend::ort::{
+    find_ort_library, ort_available_providers, ort_library, ort_version, ORT_DYLIB_PATH,
+};
 
 use super::model::resolve_model;
 

@@ -225,20 +225,23 @@ def main():
             if not mid_eval_done and budget.progress >= 0.5 and not args.smoke:
                 mid_eval_done = True
                 rows_dev = data_rows(args.work, "dev", args.smoke)
-                r, _ = evaluate_ctc(model, rows_dev, load_audio_cache(rows_dev, cache / "dev"))
-                log(f"half-way dev WER {100 * r.wer:.2f} % CER {100 * r.cer:.2f} %")
+                pick = np.random.default_rng(args.seed).permutation(len(rows_dev))[:200]
+                aud = load_audio_cache(rows_dev, cache / "dev")
+                r, _ = evaluate_ctc(model, [rows_dev[i] for i in pick], [aud[i] for i in pick])
+                log(f"half-way WER {100 * r.wer:.2f} % CER {100 * r.cer:.2f} % on 200 dev utterances")
                 model.train()  # (evaluation time counts against the stage budget)
 
-    log(f"{stage}: {budget.step} updates, {epoch} epochs, {budget.spent / 60:.1f} min; evaluating")
+    train_minutes = budget.spent / 60
+    log(f"{stage}: {budget.step} updates, {epoch} epochs, {train_minutes:.1f} min; evaluating")
     hf = out_dir / "hf"
     shutil.rmtree(hf, ignore_errors=True)
     model.eval()
     save_hf_ctc(model, hf)
     metrics = evaluate_all(model, args.work, args.smoke, cache, out_dir)
     write_json(out_dir / "done.json", dict(
-        stage=stage, init=args.init, steps=budget.step, epochs=epoch, minutes=budget.spent / 60,
-        seconds_per_step=budget.spent / max(budget.step, 1), final_ctc=float(np.mean(hist[-50:])) if hist else None,
-        train_clips=len(rows), train_minutes=sum(lengths) / SR / 60, parameters=count_params(model),
+        stage=stage, init=args.init, steps=budget.step, epochs=epoch, minutes=train_minutes,
+        seconds_per_step=train_minutes * 60 / max(budget.step, 1), final_ctc=float(np.mean(hist[-50:])) if hist else None,
+        train_clips=len(rows), train_audio_minutes=sum(lengths) / SR / 60, parameters=count_params(model),
         metrics=metrics, hf=str(hf), args=vars(args)))
     ckpt.unlink(missing_ok=True)
     log(f"{stage}: -> {hf}")

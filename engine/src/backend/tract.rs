@@ -30,12 +30,23 @@ pub struct TractBackend {
     recent: Vec<(usize, usize)>,
     /// tract could not optimize this model with a symbolic length: use exact-length plans.
     symbolic_failed: bool,
+    /// The thread pool matrix products run on (single-threaded when `None`).
+    executor: Option<tract_linalg::multithread::Executor>,
 }
 
 const NAME: &str = "tract";
 
 impl TractBackend {
-    pub fn load(path: &Path, _options: &BackendOptions) -> Result<Self, BackendError> {
+    /// Load a model. `options.threads` sizes tract's matrix-product thread pool; `None` uses
+    /// every available core, as ONNX Runtime does.
+    pub fn load(path: &Path, options: &BackendOptions) -> Result<Self, BackendError> {
+        let threads = options
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let executor = (threads > 1).then(|| {
+            tract_linalg::multithread::Executor::multithread_with_name(threads, "w2v-tract")
+        });
         let info = ModelInfo::read(path)?;
         let model = tract_onnx::onnx()
             .model_for_path(path)
@@ -47,6 +58,7 @@ impl TractBackend {
             plans: HashMap::new(),
             recent: Vec::new(),
             symbolic_failed: false,
+            executor,
         })
     }
 
@@ -170,7 +182,13 @@ impl Backend for TractBackend {
                 .map_err(run_err)?;
             inputs.push(mask.into());
         }
-        let outputs = plan.run(inputs).map_err(run_err)?;
+        let outputs = match &self.executor {
+            Some(pool) => tract_linalg::multithread::multithread_tract_scope(pool.clone(), || {
+                plan.run(inputs)
+            }),
+            None => plan.run(inputs),
+        }
+        .map_err(run_err)?;
         let logits = outputs[0].to_plain_array_view::<f32>().map_err(run_err)?;
         let shape = logits.shape().to_vec();
         if shape.len() != 3 {
