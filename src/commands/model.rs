@@ -4,7 +4,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::ValueEnum;
-use w2v_engine::backend::ort::{OptLevel, OrtBackend, OrtOptions};
+use w2v_board_support::{
+    Provider, ProviderAvailability, ProviderError, ProviderPolicy, ProviderRequest,
+};
+use w2v_engine::backend::ort::{
+    ort_gpu_provider_availability, ExecutionProvider, OptLevel, OrtBackend, OrtOptions,
+};
 use w2v_engine::backend::tract::TractBackend;
 use w2v_engine::{Backend, BackendOptions};
 
@@ -33,10 +38,62 @@ pub struct ModelArgs {
     /// ONNX Runtime graph optimization level: disable, basic, extended or all.
     #[arg(long, default_value = "all", value_parser = parse_opt_level)]
     pub graph_opt: OptLevel,
+    /// ONNX Runtime execution provider: auto (TensorRT, then CUDA, then CPU, whichever are
+    /// available), cpu, cuda or tensorrt.
+    #[arg(long, default_value = "auto", value_parser = parse_provider)]
+    pub provider: ProviderRequest,
+    /// With --provider cuda or tensorrt: run on the CPU (with a warning) when that provider is not
+    /// available, instead of failing.
+    #[arg(long)]
+    pub allow_fallback: bool,
 }
 
 fn parse_opt_level(s: &str) -> Result<OptLevel, String> {
     s.parse()
+}
+
+fn parse_provider(s: &str) -> Result<ProviderRequest, String> {
+    s.parse()
+        .map_err(|e: w2v_board_support::provider::ParseProviderRequestError| e.to_string())
+}
+
+/// The ONNX Runtime execution providers to register, by the provider policy. Unavailable
+/// providers skipped by `auto` are logged at info; an explicit request that falls back to the CPU
+/// (`--allow-fallback`) is logged at warn (by the policy), with its reason.
+fn ort_execution_providers(args: &ModelArgs) -> Result<Vec<ExecutionProvider>> {
+    let policy = ProviderPolicy::new(args.provider, args.allow_fallback);
+    let available = if args.provider == ProviderRequest::Cpu {
+        // Nothing to ask the library.
+        ProviderAvailability::cpu_only("not requested")
+    } else {
+        let gpu = ort_gpu_provider_availability()?;
+        ProviderAvailability {
+            tensorrt: gpu.tensorrt,
+            cuda: gpu.cuda,
+            cpu: Ok(()),
+        }
+    };
+    let plan = policy.plan(&available).map_err(|e| match e {
+        ProviderError::Unavailable { provider, reason } => anyhow::anyhow!(
+            "execution provider {provider} is not available: {reason} \
+             (use --allow-fallback to run on the CPU instead)"
+        ),
+        e @ ProviderError::NoneAvailable { .. } => anyhow::anyhow!(e),
+    })?;
+    for f in &plan.fallbacks {
+        // The policy has already logged these (warn for an explicit request, info for auto).
+        tracing::debug!(from = %f.from, to = %f.to, reason = %f.reason, "execution provider fallback");
+    }
+    tracing::info!(providers = ?plan.providers, "execution providers");
+    Ok(plan
+        .providers
+        .iter()
+        .map(|p| match p {
+            Provider::TensorRt => ExecutionProvider::tensorrt(),
+            Provider::Cuda => ExecutionProvider::cuda(),
+            Provider::Cpu => ExecutionProvider::cpu(),
+        })
+        .collect())
 }
 
 /// Where a shipped default model may be: `W2V_MODEL`, next to the installed binary, or the
@@ -79,6 +136,14 @@ pub fn resolve_model(model: Option<&Path>) -> Result<PathBuf> {
 }
 
 pub fn open_backend(args: &ModelArgs) -> Result<Box<dyn Backend>> {
+    if args.backend == BackendKind::Tract
+        && !matches!(args.provider, ProviderRequest::Auto | ProviderRequest::Cpu)
+    {
+        bail!(
+            "--provider {}: tract runs on the CPU only; use --backend ort for cuda/tensorrt",
+            args.provider
+        );
+    }
     let path = resolve_model(args.model.as_deref())?;
     if path.is_dir() {
         bail!(
@@ -98,7 +163,7 @@ pub fn open_backend(args: &ModelArgs) -> Result<Box<dyn Backend>> {
             let options = OrtOptions {
                 common,
                 optimization_level: args.graph_opt,
-                ..OrtOptions::default()
+                execution_providers: ort_execution_providers(args)?,
             };
             Box::new(OrtBackend::load(&path, &options)?)
         }

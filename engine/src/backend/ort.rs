@@ -116,6 +116,10 @@ impl FromStr for OptLevel {
 pub enum ExecutionProvider {
     /// The default CPU provider (MLAS). `arena`: use ONNX Runtime's CPU memory arena (its default).
     Cpu { arena: bool },
+    /// NVIDIA CUDA on GPU `device_id`.
+    Cuda { device_id: i32 },
+    /// NVIDIA TensorRT on GPU `device_id`. Register CUDA after it for the nodes TensorRT rejects.
+    TensorRt { device_id: i32 },
 }
 
 impl ExecutionProvider {
@@ -128,7 +132,19 @@ impl ExecutionProvider {
     pub fn name(&self) -> &'static str {
         match self {
             ExecutionProvider::Cpu { .. } => "CPUExecutionProvider",
+            ExecutionProvider::Cuda { .. } => "CUDAExecutionProvider",
+            ExecutionProvider::TensorRt { .. } => "TensorrtExecutionProvider",
         }
+    }
+
+    /// The CUDA provider on the first GPU.
+    pub fn cuda() -> Self {
+        ExecutionProvider::Cuda { device_id: 0 }
+    }
+
+    /// The TensorRT provider on the first GPU.
+    pub fn tensorrt() -> Self {
+        ExecutionProvider::TensorRt { device_id: 0 }
     }
 
     fn dispatch(&self) -> ExecutionProviderDispatch {
@@ -136,6 +152,12 @@ impl ExecutionProvider {
             ExecutionProvider::Cpu { arena } => {
                 ort::ep::CPU::default().with_arena_allocator(*arena).build()
             }
+            ExecutionProvider::Cuda { device_id } => {
+                ort::ep::CUDA::default().with_device_id(*device_id).build()
+            }
+            ExecutionProvider::TensorRt { device_id } => ort::ep::TensorRT::default()
+                .with_device_id(*device_id)
+                .build(),
         };
         ep.error_on_failure()
     }
@@ -664,6 +686,38 @@ pub fn ort_available_providers() -> Result<Vec<String>, crate::BackendError> {
         unsafe { (api.ReleaseStatus)(status.0) };
     }
     Ok(names)
+}
+
+/// Whether the loaded ONNX Runtime library offers the GPU execution providers: `Ok(())`, or why
+/// not. (CPU is always offered.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GpuProviderAvailability {
+    pub cuda: Result<(), String>,
+    pub tensorrt: Result<(), String>,
+}
+
+/// Which GPU providers the loaded library was built with ([`ort_available_providers`]). Being
+/// listed is necessary, not sufficient: registration (with `error_on_failure`) still fails if
+/// the provider library, driver or CUDA/TensorRT libraries are missing.
+pub fn ort_gpu_provider_availability() -> Result<GpuProviderAvailability, BackendError> {
+    let offered = ort_available_providers()?;
+    let library = ort_library()?;
+    let version = ort_version()?;
+    let check = |name: &str| -> Result<(), String> {
+        if offered.iter().any(|p| p == name) {
+            Ok(())
+        } else {
+            Err(format!(
+                "not built into this ONNX Runtime ({}, version {version}): it offers {}",
+                library.display(),
+                offered.join(", ")
+            ))
+        }
+    };
+    Ok(GpuProviderAvailability {
+        cuda: check(ExecutionProvider::cuda().name()),
+        tensorrt: check(ExecutionProvider::tensorrt().name()),
+    })
 }
 
 #[cfg(test)]
