@@ -178,7 +178,10 @@ fn source_is_a_file_not_a_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("model.safetensors");
     std::fs::copy(fixture("base-safetensors").join("model.safetensors"), &src).unwrap();
-    export_fails(&src, &[&shown(&src)]);
+    export_fails(&src, &[&shown(&src), "not a file"]);
+    let onnx = tmp.path().join("model.onnx");
+    std::fs::write(&onnx, b"x").unwrap();
+    export_fails(&onnx, &[&shown(&onnx), "not supported yet"]);
 }
 
 #[test]

@@ -352,6 +352,20 @@ pub fn export_hf_folder(
             opset: options.opset,
         });
     }
+    if src.is_file() {
+        // Re-quantizing an exported (e.g. fine-tuned) fp32 ONNX model is planned; say so rather
+        // than calling the file a missing folder.
+        let what = if src.extension().is_some_and(|e| e == "onnx") {
+            "re-exporting an ONNX model is not supported yet; export from the Hugging Face model \
+             folder"
+        } else {
+            "expected a Hugging Face model folder (config.json, vocab.json, weights), not a file"
+        };
+        return Err(ExportError::Unsupported(format!(
+            "{}: {what}",
+            src.display()
+        )));
+    }
     if !src.is_dir() {
         return Err(ExportError::NoFolder {
             path: src.to_path_buf(),
