@@ -6,7 +6,6 @@ mod common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use common::*;
 use serde_json::Value;
@@ -28,28 +27,8 @@ fn bench(model: &Path, extra: &[&str]) -> Run {
     w2v(args)
 }
 
-/// `w2v` with extra environment variables (the shared helper sets none).
 fn w2v_env(args: &[&OsStr], env: &[(&str, &OsStr)]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_w2v"));
-    cmd.args(args)
-        .current_dir(repo())
-        .env_remove("W2V_LOG")
-        .env_remove("W2V_MODEL")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run w2v");
-    Run {
-        args: args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    w2v_with_env(args, env)
 }
 
 fn num(v: &Value, key: &str) -> f64 {

@@ -5,33 +5,15 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::process::{Command, Stdio};
 
 use common::*;
 use serde_json::Value;
 
-/// `w2v doctor ARGS` with extra environment variables (the shared helper sets none).
+/// `w2v doctor ARGS` with extra environment variables.
 fn doctor(args: &[&str], env: &[(&str, &OsStr)]) -> Run {
     let mut all = vec!["doctor"];
     all.extend_from_slice(args);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_w2v"));
-    cmd.args(&all)
-        .current_dir(repo())
-        .env_remove("W2V_LOG")
-        .env_remove("W2V_MODEL")
-        .env_remove("ORT_DYLIB_PATH")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run w2v");
-    Run {
-        args: all.iter().map(|a| a.to_string()).collect(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    w2v_with_env(&all, env)
 }
 
 fn doctor_json(env: &[(&str, &OsStr)]) -> Value {

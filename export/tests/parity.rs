@@ -12,7 +12,7 @@ use common::{cases, fixtures, Case};
 
 use w2v_engine::backend::ort::{OrtBackend, OrtOptions};
 use w2v_engine::backend::tract::TractBackend;
-use w2v_engine::{Backend, BackendOptions, Batch};
+use w2v_engine::{Backend, BackendOptions};
 use w2v_export::{export_hf_folder, ExportOptions};
 
 const MAX_ABS_DIFF: f32 = 1e-4;
@@ -61,12 +61,7 @@ fn compare(what: &str, case: &Case, got: &w2v_engine::Logits) {
 fn run_all(backend: &mut dyn Backend, what: &str, dir: &Path) -> Vec<w2v_engine::Logits> {
     let mut outputs = Vec::new();
     for case in cases(dir) {
-        let batch = Batch {
-            samples: &case.input,
-            batch: case.shape[0],
-            len: case.shape[1],
-            lengths: &case.lengths,
-        };
+        let batch = case.batch();
         let got = backend
             .run(&batch)
             .unwrap_or_else(|e| panic!("{what}/{}: {e}", case.name));

@@ -11,7 +11,7 @@ use common::{cases, fixtures};
 
 use w2v_engine::backend::ort::{OrtBackend, OrtOptions};
 use w2v_engine::backend::tract::TractBackend;
-use w2v_engine::{Backend, BackendOptions, Batch, ModelInfo};
+use w2v_engine::{Backend, BackendOptions, ModelInfo};
 use w2v_export::quantize::keys;
 use w2v_export::report::top2;
 use w2v_export::{export_hf_folder, ExportError, ExportOptions, Precision, Target};
@@ -38,12 +38,7 @@ impl Agreement {
 fn agreement(backend: &mut dyn Backend, dir: &Path, what: &str) -> Agreement {
     let mut a = Agreement::default();
     for case in cases(dir) {
-        let batch = Batch {
-            samples: &case.input,
-            batch: case.shape[0],
-            len: case.shape[1],
-            lengths: &case.lengths,
-        };
+        let batch = case.batch();
         let got = backend
             .run(&batch)
             .unwrap_or_else(|e| panic!("{what}/{}: {e}", case.name));

@@ -63,22 +63,34 @@ impl Run {
 }
 
 /// Run the real binary with `args` in the repository root (so `.ort/lib` is found), without
-/// any environment that would change its logging or default model.
+/// any environment that would change its logging, default model or ONNX Runtime library.
 pub fn w2v<I, S>(args: I) -> Run
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    w2v_with_env(args, &[])
+}
+
+/// [`w2v`] with extra environment variables.
+pub fn w2v_with_env<I, S>(args: I, env: &[(&str, &std::ffi::OsStr)]) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let out = Command::new(env!("CARGO_BIN_EXE_w2v"))
-        .args(&args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_w2v"));
+    cmd.args(&args)
         .current_dir(repo())
         .env_remove("W2V_LOG")
         .env_remove("W2V_MODEL")
+        .env_remove("ORT_DYLIB_PATH")
         .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run w2v");
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run w2v");
     Run {
         args: args
             .iter()
