@@ -94,15 +94,17 @@ def main():
     ap.add_argument("--steps", type=int, default=None, help="fixed number of updates (overrides --minutes)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
-    ap.add_argument("--batch-seconds", type=float, default=24.0, help="padded audio per update")
+    ap.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
+    ap.add_argument("--batch-seconds", type=float, default=12.0, help="padded audio per update")
     ap.add_argument("--max-seconds", type=float, default=16.0, help="drop longer labeled clips")
-    ap.add_argument("--mask-time-p", type=float, default=0.05, help="p: probability a step starts a time mask")
+    ap.add_argument("--mask-time-p", type=float, default=0.02, help="p: probability a step starts a time mask")
     ap.add_argument("--mask-time-length", type=int, default=10)
-    ap.add_argument("--mask-channel-prob", type=float, default=0.1, help="transformers' mask_feature_prob")
+    ap.add_argument("--mask-channel-prob", type=float, default=0.05, help="transformers' mask_feature_prob")
     ap.add_argument("--mask-channel-length", type=int, default=16)
     ap.add_argument("--freeze-fraction", type=float, default=0.1,
                     help="pretrained init: train only the CTC head for this fraction of the stage")
+    ap.add_argument("--p-noise", type=float, default=0.5, help="probability of added noise")
+    ap.add_argument("--p-reverb", type=float, default=0.3, help="probability of reverberation")
     ap.add_argument("--ckpt-every", type=float, default=300.0)
     args = ap.parse_args()
     hf_logging.set_verbosity_error()
@@ -126,7 +128,7 @@ def main():
              + load_audio_cache(phrases, cache / "phrases-train"))
     rows = train + synth + phrases
     keep = [i for i, a in enumerate(audio) if len(a) <= args.max_seconds * SR]
-    rows, audio = [rows[i] for i in keep], [pad_min(audio[i], SR // 2) for i in keep]
+    rows, audio = [rows[i] for i in keep], [pad_min(audio[i], int(0.3 * SR)) for i in keep]
     labels = [text_to_ids(u.text) for u in rows]
     lengths = [len(a) for a in audio]
     log(f"{stage} data: {len(train)} real + {len(synth)} espeak-ng + {len(phrases)} phrases "
@@ -163,7 +165,7 @@ def main():
     freeze = args.freeze_fraction if args.init == "pretrained" else 0.0
 
     rng = np.random.default_rng([args.seed, 20 if stage == "finetune" else 21])
-    augment = Augmenter(rng)
+    augment = Augmenter(rng, p_noise=args.p_noise, p_reverb=args.p_reverb)
     ckpt = out_dir / "ckpt.pt"
     budget = Budget(args.minutes * 60, args.steps)
     epoch = 0

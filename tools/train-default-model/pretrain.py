@@ -210,6 +210,8 @@ def main():
     ap.add_argument("--feature-pen", type=float, default=10.0, help="weight of the L2 feature penalty")
     ap.add_argument("--feature-grad-mult", type=float, default=0.1, help="gradient scale of the CNN")
     ap.add_argument("--diversity-weight", type=float, default=0.1, help="alpha")
+    ap.add_argument("--p-noise", type=float, default=0.5, help="probability of added noise")
+    ap.add_argument("--p-reverb", type=float, default=0.3, help="probability of reverberation")
     ap.add_argument("--ckpt-every", type=float, default=300.0, help="seconds between resumable checkpoints")
     ap.add_argument("--check-objective", action="store_true", help="compare the loss with transformers' first")
     add_arch_args(ap)
@@ -246,7 +248,7 @@ def main():
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-6,
                             weight_decay=0.01)
     rng = np.random.default_rng([args.seed, 10])
-    sampler = SegmentSampler(audio, int(args.segment_seconds * SR), rng, Augmenter(rng))
+    sampler = SegmentSampler(audio, int(args.segment_seconds * SR), rng, Augmenter(rng, p_noise=args.p_noise, p_reverb=args.p_reverb))
     seg = int(args.segment_seconds * SR)
     T = int(model._get_feat_extract_output_lengths(seg))
 
