@@ -278,7 +278,10 @@ def model_config(args=None, **overrides):
         conv_bias=False,
         feat_extract_norm="group",
         feat_extract_activation="gelu",
-        do_stable_layer_norm=False,
+        # pre-layer-norm Transformer (transformers' "stable layer norm", as in wav2vec2-large):
+        # the post-LN layout of wav2vec2-base does not leave the CTC blank plateau within this
+        # budget when trained from scratch (see README); --post-ln restores it.
+        do_stable_layer_norm=not bool(g("post_ln", False)),
         hidden_size=hidden,
         num_hidden_layers=int(g("layers", 6)),
         num_attention_heads=int(g("heads", 4)),

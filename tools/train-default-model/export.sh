@@ -5,13 +5,13 @@
 #
 # 1. fp32:  cargo run --release -- export HF_DIR -o OUT.onnx
 # 2. int8:  cargo run --release -- export HF_DIR -o OUT.int8.onnx --precision int8
-#           >>> INT8 STEP: w2v does not implement int8 export yet. While `--precision int8` is
-#           >>> rejected ("not available yet"), this step prints SKIPPED and the recipe goes on.
-#           >>> Once int8 export lands it runs (and is evaluated) without changes here.
+#           >>> INT8 STEP: where the w2v build rejects `--precision int8` ("not available yet"),
+#           >>> this step prints SKIPPED and the recipe goes on with fp32 only. Where int8 export
+#           >>> exists, it writes OUT.int8.onnx and evaluates it too. Other failures are errors.
 # 3. eval:  cargo run --release -- eval --model OUT.onnx --data EVAL.tsv --json  (each EVAL.tsv),
 #           reports in REPORT_DIR/onnx-eval-<name>.json
 set -euo pipefail
-if [[ $# -lt 2 ]]; then sed -n '2,14p' "$0"; exit 2; fi
+if [[ $# -lt 2 ]]; then sed -n '2,12p' "$0"; exit 2; fi
 HF="$(cd "$1" && pwd)"
 OUT="$2"
 REPORT="${3:-$(dirname "$OUT")}"

@@ -45,7 +45,7 @@ def check_checkpoint(hf: Path, work: Path, smoke: bool):
         sys.exit("error: vocab.json differs from facebook/wav2vec2-base-960h's vocabulary")
     cfg = json.loads((hf / "config.json").read_text())
     assert cfg["architectures"] == ["Wav2Vec2ForCTC"], cfg["architectures"]
-    assert cfg["feat_extract_norm"] == "group" and not cfg["do_stable_layer_norm"], "needs group norm"
+    assert cfg["feat_extract_norm"] == "group", "needs the group-norm feature encoder (no attention mask)"
     assert cfg["vocab_size"] == 32 and cfg["pad_token_id"] == 0
     model = Wav2Vec2ForCTC.from_pretrained(str(hf)).eval()
     row = data_rows(work, "test", smoke)[0]
@@ -101,6 +101,8 @@ def main():
         "layers": str(cfg["num_hidden_layers"]),
         "heads": str(cfg["num_attention_heads"]),
         "ffn": str(cfg["intermediate_size"]),
+        "layer_norm": ("pre-layer-norm (`do_stable_layer_norm: true`)" if cfg["do_stable_layer_norm"]
+                       else "post-layer-norm (`do_stable_layer_norm: false`)"),
         "pos_conv": f"{cfg['num_conv_pos_embeddings']} (groups {cfg['num_conv_pos_embedding_groups']})",
         "shipped": {"finetune": "pre-trained + fine-tuned", "scratch": "from scratch (baseline)"}[ship],
         "pretrain_minutes": f"{pre.get('minutes', 0):.0f}",

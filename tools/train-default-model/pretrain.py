@@ -58,6 +58,9 @@ def add_arch_args(ap):
     g.add_argument("--layers", type=int, default=6)
     g.add_argument("--heads", type=int, default=4)
     g.add_argument("--ffn", type=int, default=1024)
+    g.add_argument("--post-ln", action="store_true",
+                   help="post-layer-norm Transformer (do_stable_layer_norm false, as wav2vec2-base); "
+                        "default: pre-layer-norm")
     g.add_argument("--pos-conv-kernel", type=int, default=64)
     g.add_argument("--groups", type=int, default=2, help="quantizer codebooks G")
     g.add_argument("--entries", type=int, default=160, help="entries per codebook V")
