@@ -7,14 +7,14 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use w2v_engine::backend::ort::{OrtBackend, OrtOptions};
 use w2v_engine::backend::tract::TractBackend;
 use w2v_engine::{Backend, BackendOptions, Batch};
-use w2v_export::{export_hf_folder, ExportOptions};
+use w2v_export::ExportOptions;
 
 fn inference(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let onnx = dir.path().join("tiny.onnx");
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tools/fixtures/wav2vec2/base-safetensors");
-    export_hf_folder(&src, &onnx, &ExportOptions::default()).unwrap();
+    w2v_export::export(&src, &onnx, &ExportOptions::default()).unwrap();
     let common = BackendOptions { threads: Some(1) };
     let mut backends: Vec<Box<dyn Backend>> =
         vec![Box::new(TractBackend::load(&onnx, &common).unwrap())];

@@ -174,14 +174,130 @@ fn missing_folder() {
 }
 
 #[test]
-fn source_is_a_file_not_a_folder() {
+fn source_file_that_is_not_an_onnx_model() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("model.safetensors");
     std::fs::copy(fixture("base-safetensors").join("model.safetensors"), &src).unwrap();
-    export_fails(&src, &[&shown(&src), "not a file"]);
+    let want = "neither a Hugging Face model folder nor an ONNX model";
+    export_fails(&src, &[&shown(&src), want]);
     let onnx = tmp.path().join("model.onnx");
     std::fs::write(&onnx, b"x").unwrap();
-    export_fails(&onnx, &[&shown(&onnx), "not supported yet"]);
+    export_fails(&onnx, &[&shown(&onnx), want]);
+}
+
+/// Like [`export_fails`], with extra arguments.
+fn export_fails_with(src: &Path, extra: &[&str], must_contain: &[&str]) -> String {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("model.onnx");
+    let run = export(src, &out, extra);
+    let line = assert_one_error(&run, must_contain);
+    assert!(run.stdout.trim().is_empty(), "stdout: {}", run.stdout);
+    assert_dir_empty(out_dir.path());
+    line
+}
+
+#[test]
+fn an_exported_fp32_model_requantizes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fp32 = export_fixture("layer-noprefix-bin", tmp.path());
+    let fp32_info = inspect_json(&fp32);
+    for (precision, target) in [("fp16", "cpu"), ("int8", "cpu"), ("int8", "tensorrt")] {
+        let out = tmp.path().join(format!("{precision}-{target}.onnx"));
+        let run = export(
+            &fp32,
+            &out,
+            &["--precision", precision, "--target", target, "--json"],
+        );
+        assert_ok(&run);
+        let summary = parse_json(&run);
+        assert_eq!(summary["source"], shown(&fp32));
+        assert_eq!(summary["precision"], precision);
+        assert_eq!(summary["opset"], 17);
+        // The report compares against the source model itself.
+        let report = &summary["report"];
+        assert!(
+            report.is_object(),
+            "{precision}/{target}: no accuracy report"
+        );
+        assert_eq!(
+            report["fp32_bytes"].as_u64(),
+            Some(std::fs::metadata(&fp32).unwrap().len())
+        );
+        let info = inspect_json(&out);
+        assert_eq!(info["precision"], precision);
+        // Lineage: the checkpoint's hash is kept, the fp32 model's is added.
+        assert_eq!(info["source_sha256"], fp32_info["source_sha256"]);
+        let lineage = info["raw"]["w2v.quantization.source_model_sha256"]
+            .as_str()
+            .expect("lineage key");
+        assert!(is_sha256_hex(lineage), "{lineage}");
+        assert_eq!(info["vocab"], fp32_info["vocab"]);
+        assert_eq!(info["config"], fp32_info["config"]);
+        let audio = speech("fsdd/0_george_0.wav");
+        let run = w2v([
+            "transcribe".as_ref(),
+            "--model".as_ref(),
+            out.as_os_str(),
+            audio.as_os_str(),
+        ]);
+        assert_ok(&run);
+    }
+    // The text summary names the source model.
+    let out = tmp.path().join("text.onnx");
+    let run = export(&fp32, &out, &["--precision", "int8"]);
+    assert_ok(&run);
+    assert!(run
+        .stdout
+        .starts_with(&format!("exported {} -> ", shown(&fp32))));
+    assert!(
+        run.stdout.contains("accuracy: int8 vs fp32"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn requantizing_refuses_models_it_cannot_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fp32 = export_fixture("base-safetensors", tmp.path());
+    let int8 = tmp.path().join("int8.onnx");
+    assert_ok(&export(&fp32, &int8, &["--precision", "int8"]));
+    let int8_args = ["--precision", "int8"];
+    export_fails_with(
+        &int8,
+        &int8_args,
+        &[&shown(&int8), "precision int8", "fp32"],
+    );
+    export_fails_with(&fp32, &[], &[&shown(&fp32), "already an fp32 model"]);
+    export_fails_with(
+        &fp32,
+        &["--precision", "fp16", "--opset", "21"],
+        &[&shown(&fp32), "opset 17"],
+    );
+    // An ONNX model from another tool.
+    let foreign = tmp.path().join("foreign.onnx");
+    std::fs::write(&foreign, bare_onnx(&[("author", "someone")])).unwrap();
+    export_fails_with(&foreign, &int8_args, &[&shown(&foreign), "w2v metadata"]);
+    // A w2v model whose graph was edited: one operator renamed in place (same length, so the
+    // file stays valid protobuf).
+    let mut bytes = std::fs::read(&fp32).unwrap();
+    let at = bytes
+        .windows(9)
+        .position(|w| w == b"\x22\x07Softmax")
+        .expect("a Softmax node");
+    bytes[at + 2..at + 9].copy_from_slice(b"Sigmoid");
+    let edited = tmp.path().join("edited.onnx");
+    std::fs::write(&edited, &bytes).unwrap();
+    export_fails_with(
+        &edited,
+        &int8_args,
+        &[&shown(&edited), "not the graph", "Sigmoid"],
+    );
+    // Cut short.
+    let fp32_bytes = std::fs::read(&fp32).unwrap();
+    let cut = tmp.path().join("cut.onnx");
+    std::fs::write(&cut, &fp32_bytes[..fp32_bytes.len() / 2]).unwrap();
+    export_fails_with(&cut, &int8_args, &[&shown(&cut)]);
 }
 
 #[test]
@@ -429,7 +545,7 @@ fn quantization_refusals_leave_no_model() {
     let run = export(
         &fixture("base-safetensors"),
         &out,
-        &["--precision", "int8", "--quantize-conv"],
+        &["--precision", "fp16", "--quantize-conv"],
     );
     assert_one_error(&run, &["quantize-conv"]);
     assert_dir_empty(tmp.path());
@@ -447,6 +563,55 @@ fn quantization_refusals_leave_no_model() {
     );
     assert_no_panic(&run);
     assert_dir_empty(tmp.path());
+}
+
+#[test]
+fn calibration_and_eval_data_that_cannot_be_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = fixture("base-safetensors");
+    let tsv = tmp.path().join("data.tsv");
+    let arg = tsv.to_str().unwrap();
+    let calibrate = [
+        "--precision",
+        "int8",
+        "--target",
+        "tensorrt",
+        "--calibration",
+        arg,
+    ];
+    let evaluate = ["--precision", "int8", "--eval", arg];
+    let no_such_file = "No such file";
+    export_fails_with(&src, &calibrate, &[&shown(&tsv), no_such_file]);
+    export_fails_with(&src, &evaluate, &[&shown(&tsv), no_such_file]);
+
+    std::fs::write(&tsv, "one-field-only\n").unwrap();
+    let row = format!("{}:1", shown(&tsv));
+    export_fails_with(&src, &calibrate, &[&row, "path<TAB>transcript"]);
+    export_fails_with(&src, &evaluate, &[&row, "path<TAB>transcript"]);
+
+    std::fs::write(&tsv, "# nothing but a comment\n").unwrap();
+    export_fails_with(&src, &calibrate, &[&shown(&tsv), "no utterances"]);
+
+    std::fs::write(&tsv, "nowhere.wav\thello\n").unwrap();
+    let missing = shown(&tmp.path().join("nowhere.wav"));
+    export_fails_with(&src, &calibrate, &[&shown(&tsv), &missing]);
+    export_fails_with(&src, &evaluate, &[&shown(&tsv), &missing]);
+
+    // Clips shorter than one output frame (400 samples) cannot calibrate anything.
+    std::fs::write(tmp.path().join("short.wav"), pcm16_wav(16000, &[100; 300])).unwrap();
+    std::fs::write(&tsv, "short.wav\thello\nshort.wav\tagain\n").unwrap();
+    export_fails_with(
+        &src,
+        &calibrate,
+        &[&shown(&tsv), "no usable calibration clips", "400 samples"],
+    );
+
+    // Calibration data is for the TensorRT target only.
+    export_fails_with(
+        &src,
+        &["--precision", "int8", "--calibration", arg],
+        &["--calibration applies to --target tensorrt"],
+    );
 }
 
 #[test]

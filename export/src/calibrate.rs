@@ -80,14 +80,17 @@ pub fn activation_scales(
     let info = w2v_engine::ModelInfo::read(fp32).map_err(err)?;
     let model = tract_onnx::onnx().model_for_path(fp32).map_err(err)?;
     let mut hists: Vec<AbsHistogram> = names.iter().map(|_| AbsHistogram::new()).collect();
+    let mut used = 0;
     for clip in &set.clips {
         let mut samples = clip.samples.clone();
         if info.do_normalize {
             w2v_engine::audio::normalize(&mut samples);
         }
         if info.frames_for_samples(samples.len()) == 0 {
+            tracing::warn!(clip = %clip.name, "calibration clip shorter than one frame; skipped");
             continue;
         }
+        used += 1;
         let n = samples.len();
         let mut m = model.clone();
         m = m
@@ -124,6 +127,13 @@ pub fn activation_scales(
             }
         }
     }
+    if used == 0 {
+        return Err(ExportError::Eval(format!(
+            "{}: no usable calibration clips (each needs at least {} samples at {} Hz, one output \
+             frame)",
+            set.source, info.receptive_field, info.sample_rate
+        )));
+    }
     let mut scales = BTreeMap::new();
     for (name, h) in names.iter().zip(&hists) {
         if h.total == 0 {
@@ -133,9 +143,8 @@ pub fn activation_scales(
         scales.insert(name.clone(), if amax > 0.0 { amax / 127.0 } else { 1.0 });
     }
     let how = format!(
-        "per-tensor symmetric, {PERCENTILE}th percentile of |x| over {} ({} clips)",
-        set.source,
-        set.clips.len()
+        "per-tensor symmetric, {PERCENTILE}th percentile of |x| over {} ({used} clips)",
+        set.source
     );
     Ok((scales, how))
 }

@@ -50,10 +50,12 @@ impl InitData {
 pub struct Initializer {
     pub name: String,
     pub data: InitData,
+    /// Made by the graph itself (scalars, shapes, axes), not a model weight.
+    pub constant: bool,
 }
 
 impl Initializer {
-    fn to_proto(&self) -> TensorProto {
+    pub(crate) fn to_proto(&self) -> TensorProto {
         let (dims, data_type, raw_data) = match &self.data {
             InitData::F32(t) => (
                 &t.shape,
@@ -211,6 +213,7 @@ impl GraphBuilder {
         self.initializers.push(Initializer {
             name: name.to_string(),
             data: InitData::F32(t),
+            constant: false,
         });
         name.to_string()
     }
@@ -218,7 +221,12 @@ impl GraphBuilder {
     /// A float32 scalar constant.
     pub fn scalar(&mut self, value: f32) -> String {
         let name = self.fresh("const");
-        self.weight(&name, Tensor::new(vec![], vec![value]))
+        self.initializers.push(Initializer {
+            name: name.clone(),
+            data: InitData::F32(Tensor::new(vec![], vec![value])),
+            constant: true,
+        });
+        name
     }
 
     /// A 1-D int64 constant (shapes, axes, slice bounds).
@@ -230,6 +238,7 @@ impl GraphBuilder {
                 shape: vec![data.len()],
                 data: data.to_vec(),
             },
+            constant: true,
         });
         name
     }
@@ -243,6 +252,7 @@ impl GraphBuilder {
                 shape: vec![],
                 data: vec![value],
             },
+            constant: true,
         });
         name
     }
@@ -285,6 +295,7 @@ impl GraphBuilder {
         self.initializers.push(Initializer {
             name: name.to_string(),
             data,
+            constant: false,
         });
         name.to_string()
     }

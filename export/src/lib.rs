@@ -16,6 +16,7 @@ use w2v_engine::model_info::{self, ModelInfo, FORMAT_VERSION, MODEL_TYPE_WAV2VEC
 pub mod calibrate;
 pub mod checkpoint;
 pub mod config;
+pub mod exported;
 pub mod graph;
 pub mod precision;
 pub mod quantize;
@@ -72,6 +73,11 @@ pub enum ExportError {
     },
     #[error("{0}")]
     Unsupported(String),
+    /// An ONNX model given as the source that is not an fp32 model made by `w2v export`.
+    #[error("{path}: {reason}")]
+    SourceModel { path: PathBuf, reason: String },
+    #[error(transparent)]
+    ModelInfo(#[from] model_info::ModelInfoError),
     /// The accuracy check on eval or calibration data could not run.
     #[error("{0}")]
     Eval(String),
@@ -141,11 +147,12 @@ impl Target {
 
 #[derive(Clone, Debug)]
 pub struct ExportOptions {
-    pub opset: i64,
+    /// `None`: [`DEFAULT_OPSET`] for a Hugging Face folder, the model's own for an ONNX model.
+    pub opset: Option<i64>,
     pub precision: Precision,
     /// Only for `Precision::Int8`.
     pub target: Target,
-    /// Quantize the feature encoder's convolutions too (not implemented).
+    /// Quantize the feature encoder's convolutions too (`Precision::Int8` only).
     pub quantize_conv: bool,
     /// `path<TAB>transcript` rows for the accuracy report; `None` uses a synthetic set.
     pub eval: Option<PathBuf>,
@@ -161,7 +168,7 @@ pub struct ExportOptions {
 impl Default for ExportOptions {
     fn default() -> Self {
         ExportOptions {
-            opset: DEFAULT_OPSET,
+            opset: None,
             precision: Precision::Fp32,
             target: Target::Cpu,
             quantize_conv: false,
@@ -338,38 +345,22 @@ fn hash_files(files: &[PathBuf]) -> Result<String, ExportError> {
     Ok(format!("{:x}", h.finalize()))
 }
 
-/// Export a Hugging Face `Wav2Vec2ForCTC` folder to a float32 ONNX model at `output`.
-/// The output is written atomically: on any error nothing is left at `output`.
-pub fn export_hf_folder(
+/// Export `src` to an ONNX model at `output`: a Hugging Face `Wav2Vec2ForCTC` folder at any
+/// precision, or an fp32 model made by `w2v export` (a fine-tuned one, say) reduced to fp16 or
+/// int8 (see [`exported`]). The output is written atomically: on any error nothing is left at
+/// `output`.
+pub fn export(
     src: &Path,
     output: &Path,
     options: &ExportOptions,
 ) -> Result<ExportSummary, ExportError> {
     let start = Instant::now();
     check_options(options)?;
-    if !(MIN_OPSET..=MAX_OPSET).contains(&options.opset) {
-        return Err(ExportError::Opset {
-            opset: options.opset,
-        });
-    }
-    if src.is_file() {
-        // Re-quantizing an exported (e.g. fine-tuned) fp32 ONNX model is planned; say so rather
-        // than calling the file a missing folder.
-        let what = if src.extension().is_some_and(|e| e == "onnx") {
-            "re-exporting an ONNX model is not supported yet; export from the Hugging Face model \
-             folder"
-        } else {
-            "expected a Hugging Face model folder (config.json, vocab.json, weights), not a file"
-        };
-        return Err(ExportError::Unsupported(format!(
-            "{}: {what}",
-            src.display()
-        )));
-    }
-    if !src.is_dir() {
-        return Err(ExportError::NoFolder {
-            path: src.to_path_buf(),
-        });
+    if let Some(opset) = options
+        .opset
+        .filter(|o| !(MIN_OPSET..=MAX_OPSET).contains(o))
+    {
+        return Err(ExportError::Opset { opset });
     }
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
@@ -382,45 +373,47 @@ pub fn export_hf_folder(
             });
         }
     }
-    let files = read_folder_files(src)?;
-    let (sd, weight_files) = checkpoint::load_state_dict(src)?;
-    let source_sha256 = hash_files(&weight_files)?;
-    tracing::info!(tensors = sd.len(), "read checkpoint");
-
-    let cfg = &files.config;
-    let model = wav2vec2::Wav2Vec2Graph::build(cfg, sd, options.opset).map_err(|e| {
-        ExportError::InCheckpoint {
-            path: src.to_path_buf(),
-            source: Box::new(e),
+    let (g, mut info, weight_files, fp32_source) = if src.is_file() {
+        let m = exported::read(src)?;
+        if options.precision == Precision::Fp32 {
+            return Err(ExportError::SourceModel {
+                path: src.to_path_buf(),
+                reason: "is already an fp32 model; an ONNX source is re-exported at --precision \
+                         fp16 or int8"
+                    .into(),
+            });
         }
-    })?;
-    let (frame_stride, receptive_field) =
-        model_info::conv_stride_and_receptive_field(&cfg.conv_layers());
-    let pad_token_id = cfg.pad_token_id.unwrap_or(0).min(cfg.vocab_size - 1);
-    let info = ModelInfo {
-        format_version: FORMAT_VERSION,
-        model_type: MODEL_TYPE_WAV2VEC2_CTC.into(),
-        config: cfg.raw.clone(),
-        vocab: files.vocab,
-        sample_rate: files.sample_rate,
-        do_normalize: files.do_normalize,
-        frame_stride,
-        receptive_field,
-        uses_attention_mask: cfg.uses_attention_mask(),
-        pad_token_id,
-        word_delimiter_token: files.word_delimiter,
-        precision: options.precision.as_str().into(),
-        source_sha256,
-        exporter_version: env!("CARGO_PKG_VERSION").into(),
-        raw: BTreeMap::new(),
+        if let Some(opset) = options.opset.filter(|&o| o != m.opset) {
+            return Err(ExportError::SourceModel {
+                path: src.to_path_buf(),
+                reason: format!(
+                    "has opset {}, and a re-quantized model keeps it (--opset {opset}); export \
+                     from the Hugging Face folder for another opset",
+                    m.opset
+                ),
+            });
+        }
+        let mut info = m.info;
+        info.exporter_version = env!("CARGO_PKG_VERSION").into();
+        info.raw
+            .insert(quantize::keys::SOURCE_MODEL_SHA256.into(), m.sha256);
+        (m.graph, info, vec![src.to_path_buf()], Some(src))
+    } else if src.is_dir() {
+        let (model, info, weight_files) = build_hf_folder(src, options)?;
+        (model, info, weight_files, None)
+    } else {
+        return Err(ExportError::NoFolder {
+            path: src.to_path_buf(),
+        });
     };
-    let parameters = model.g.parameter_count();
+    info.precision = options.precision.as_str().into();
+    let opset = g.opset();
+    let parameters = g.parameter_count();
     let mut report = None;
     if options.precision == Precision::Fp32 {
-        write_graph(&model.g, &info, output)?;
+        write_graph(&g, &info, output)?;
     } else {
-        let mut info = info;
-        report = quantize::export_reduced(model.g, &mut info, output, options)?;
+        report = quantize::export_reduced(g, &mut info, output, options, fp32_source)?;
     }
     let output_bytes = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
     // Re-read what was written so the summary shows exactly what the runtime will see.
@@ -436,11 +429,50 @@ pub fn export_hf_folder(
         output_bytes,
         precision: options.precision.as_str().into(),
         target: (options.precision == Precision::Int8).then(|| options.target.as_str().into()),
-        opset: options.opset,
+        opset,
         seconds: start.elapsed().as_secs_f64(),
         report,
         info,
     })
+}
+
+/// The float32 graph and metadata of a Hugging Face folder, and its weight files.
+fn build_hf_folder(
+    src: &Path,
+    options: &ExportOptions,
+) -> Result<(graph::GraphBuilder, ModelInfo, Vec<PathBuf>), ExportError> {
+    let files = read_folder_files(src)?;
+    let (sd, weight_files) = checkpoint::load_state_dict(src)?;
+    let source_sha256 = hash_files(&weight_files)?;
+    tracing::info!(tensors = sd.len(), "read checkpoint");
+
+    let cfg = &files.config;
+    let model = wav2vec2::Wav2Vec2Graph::build(cfg, sd, options.opset.unwrap_or(DEFAULT_OPSET))
+        .map_err(|e| ExportError::InCheckpoint {
+            path: src.to_path_buf(),
+            source: Box::new(e),
+        })?;
+    let (frame_stride, receptive_field) =
+        model_info::conv_stride_and_receptive_field(&cfg.conv_layers());
+    let pad_token_id = cfg.pad_token_id.unwrap_or(0).min(cfg.vocab_size - 1);
+    let info = ModelInfo {
+        format_version: FORMAT_VERSION,
+        model_type: MODEL_TYPE_WAV2VEC2_CTC.into(),
+        config: cfg.raw.clone(),
+        vocab: files.vocab,
+        sample_rate: files.sample_rate,
+        do_normalize: files.do_normalize,
+        frame_stride,
+        receptive_field,
+        uses_attention_mask: cfg.uses_attention_mask(),
+        pad_token_id,
+        word_delimiter_token: files.word_delimiter,
+        precision: Precision::Fp32.as_str().into(),
+        source_sha256,
+        exporter_version: env!("CARGO_PKG_VERSION").into(),
+        raw: BTreeMap::new(),
+    };
+    Ok((model.g, info, weight_files))
 }
 
 fn check_options(options: &ExportOptions) -> Result<(), ExportError> {
@@ -455,12 +487,6 @@ fn check_options(options: &ExportOptions) -> Result<(), ExportError> {
                 "--quantize-conv applies to --precision int8 only".into(),
             ));
         }
-    }
-    if options.quantize_conv {
-        return Err(ExportError::Unsupported(
-            "--quantize-conv is not implemented yet: the feature encoder's convolutions stay float32"
-                .into(),
-        ));
     }
     if options.precision == Precision::Fp32
         && (options.max_wer_increase.is_some() || options.eval.is_some())

@@ -13,14 +13,16 @@
 //!   `DynamicQuantizeLinear → MatMulInteger → Cast → Mul(x_scale · w_scale)`, with per-output-channel
 //!   symmetric int8 weights (zero point 0) and dynamically quantized uint8 activations. Both ONNX
 //!   Runtime (which fuses the pattern into `DynamicQuantizeMatMul`) and tract run it with integer
-//!   kernels. Convolutions stay float32.
-//! * [`to_qdq`]: the same matmuls as explicit symmetric `QuantizeLinear`/`DequantizeLinear` pairs
+//!   kernels. Convolutions stay float32 unless `--quantize-conv`, which makes the feature
+//!   encoder's `Conv`s `DynamicQuantizeLinear → ConvInteger → Cast → Mul (→ Add bias)` the same
+//!   way (per-output-channel weights).
+//! * [`to_qdq`]: the same ops as explicit symmetric `QuantizeLinear`/`DequantizeLinear` pairs
 //!   (int8, zero point 0, per-channel weights, calibrated per-tensor activation scales), the form
 //!   TensorRT builds int8 engines from.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use w2v_engine::onnx_pb::{data_type, AttributeProto, NodeProto};
+use w2v_engine::onnx_pb::{data_type, NodeProto};
 
 use crate::graph::{attr_int, GraphBuilder, InitData};
 
@@ -248,92 +250,153 @@ pub fn to_fp16(g: &mut GraphBuilder) -> Fp16Stats {
     stats
 }
 
-/// Per-output-channel symmetric int8 quantization of a `[K, N]` weight: `(q, scale[N])`, with
-/// `w[k, n] ≈ q[k, n] · scale[n]` and `q` in [-127, 127].
-pub fn quantize_per_column(data: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f32>) {
-    let mut max = vec![0f32; n];
-    for row in data.chunks_exact(n) {
-        for (m, v) in max.iter_mut().zip(row) {
-            *m = m.max(v.abs());
-        }
+/// Per-channel symmetric int8 quantization of a weight of `shape` along `axis`: `(q, scale)`,
+/// with `w ≈ q · scale[c]` for the element's index `c` on `axis`, and `q` in [-127, 127].
+pub fn quantize_per_channel(data: &[f32], shape: &[usize], axis: usize) -> (Vec<i8>, Vec<f32>) {
+    let channels = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    let channel = |idx: usize| (idx / inner) % channels;
+    let mut max = vec![0f32; channels];
+    for (idx, v) in data.iter().enumerate() {
+        let m = &mut max[channel(idx)];
+        *m = m.max(v.abs());
     }
     let scale: Vec<f32> = max
         .iter()
         .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
         .collect();
-    let mut q = Vec::with_capacity(k * n);
-    for row in data.chunks_exact(n) {
-        for (v, s) in row.iter().zip(&scale) {
-            q.push((v / s).round_ties_even().clamp(-127.0, 127.0) as i8);
-        }
-    }
+    let q = data
+        .iter()
+        .enumerate()
+        .map(|(idx, v)| {
+            (v / scale[channel(idx)])
+                .round_ties_even()
+                .clamp(-127.0, 127.0) as i8
+        })
+        .collect();
     (q, scale)
 }
 
-/// The weight matmuls a quantization pass rewrites: `(node index, weight initializer index)`
-/// for every `MatMul` whose right operand is a 2-D float32 initializer.
-fn weight_matmuls(g: &GraphBuilder) -> Vec<(usize, usize)> {
+/// Per-output-channel symmetric int8 quantization of a `[K, N]` matmul weight: `(q, scale[N])`.
+pub fn quantize_per_column(data: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f32>) {
+    quantize_per_channel(data, &[k, n], 1)
+}
+
+/// A node whose weight a quantization pass rewrites, with the weight's initializer index.
+#[derive(Clone, Copy)]
+struct WeightOp {
+    node: usize,
+    weight: usize,
+    /// The weight's output-channel axis: 1 for a `[K, N]` matmul weight, 0 for `[O, I, k]` conv.
+    axis: usize,
+}
+
+/// The nodes a quantization pass rewrites: every `MatMul` whose right operand is a 2-D float32
+/// initializer (the Transformer's projections and feed-forward, the feature projection,
+/// `lm_head`) and, with `convs`, every convolution of the feature encoder (not the positional
+/// conv, a wide grouped conv kept float32 like the other islands of the fp16 pass).
+fn weight_ops(g: &GraphBuilder, convs: bool) -> Vec<WeightOp> {
     let init_index: HashMap<&str, usize> = g
         .initializers
         .iter()
         .enumerate()
-        .filter(|(_, i)| matches!(&i.data, InitData::F32(t) if t.shape.len() == 2))
+        .filter(|(_, i)| matches!(&i.data, InitData::F32(_)))
         .map(|(n, i)| (i.name.as_str(), n))
         .collect();
+    let rank = |i: usize| match &g.initializers[i].data {
+        InitData::F32(t) => t.shape.len(),
+        _ => 0,
+    };
     g.nodes
         .iter()
         .enumerate()
-        .filter(|(_, node)| node.op_type == "MatMul" && node.input.len() == 2)
-        .filter_map(|(n, node)| init_index.get(node.input[1].as_str()).map(|&i| (n, i)))
+        .filter_map(|(n, node)| {
+            let w = *init_index.get(node.input.get(1)?.as_str())?;
+            let axis = match node.op_type.as_str() {
+                "MatMul" if node.input.len() == 2 && rank(w) == 2 => 1,
+                "Conv" if convs && rank(w) == 3 && node.name.starts_with(FEATURE_ENCODER) => 0,
+                _ => return None,
+            };
+            Some(WeightOp {
+                node: n,
+                weight: w,
+                axis,
+            })
+        })
         .collect()
 }
+
+/// The checkpoint scope of the feature encoder's nodes (see [`crate::graph`] on node names).
+const FEATURE_ENCODER: &str = "feature_extractor.";
 
 /// What [`to_int8`] or [`to_qdq`] did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct QuantStats {
     /// Matmuls rewritten.
     pub matmuls: usize,
+    /// Convolutions rewritten.
+    pub convs: usize,
     /// Weights quantized to int8.
     pub int8_parameters: usize,
     /// Mean relative weight reconstruction error ‖w − q·s‖ / ‖w‖ over the quantized weights.
     pub weight_rel_error: f64,
 }
 
-/// Quantize the weights of the given matmuls in place (`[K, N]` → int8 plus a `{name}.scale`
-/// initializer of `[N]` float32 scales). Returns the scale initializers' names by weight name.
+impl QuantStats {
+    fn new(g: &GraphBuilder, ops: &[WeightOp]) -> Self {
+        let convs = ops
+            .iter()
+            .filter(|o| g.nodes[o.node].op_type == "Conv")
+            .count();
+        QuantStats {
+            matmuls: ops.len() - convs,
+            convs,
+            ..Default::default()
+        }
+    }
+}
+
+/// Quantize the weights of the given ops in place (float32 → int8 plus a `{name}.scale`
+/// initializer of per-channel float32 scales: `[channels]`, or `[channels, 1]` for convs with
+/// `conv_scale_column`, to broadcast over time). Returns the scale initializers' names by
+/// weight name.
 fn quantize_weights(
     g: &mut GraphBuilder,
-    matmuls: &[(usize, usize)],
+    ops: &[WeightOp],
     stats: &mut QuantStats,
+    conv_scale_column: bool,
 ) -> HashMap<String, String> {
     let mut scales = HashMap::new();
     let mut err_sum = 0f64;
-    for &(_, i) in matmuls {
-        let name = g.initializers[i].name.clone();
+    for op in ops {
+        let name = g.initializers[op.weight].name.clone();
         if scales.contains_key(&name) {
             continue;
         }
-        let InitData::F32(t) = &g.initializers[i].data else {
-            unreachable!("weight_matmuls selects float32 weights");
+        let InitData::F32(t) = &g.initializers[op.weight].data else {
+            unreachable!("weight_ops selects float32 weights");
         };
-        let (k, n) = (t.shape[0], t.shape[1]);
-        let (q, s) = quantize_per_column(&t.data, k, n);
+        let shape = t.shape.clone();
+        let (q, s) = quantize_per_channel(&t.data, &shape, op.axis);
+        let inner: usize = shape[op.axis + 1..].iter().product();
         let (mut num, mut den) = (0f64, 0f64);
         for (idx, (&w, &qv)) in t.data.iter().zip(&q).enumerate() {
-            let d = w as f64 - qv as f64 * s[idx % n] as f64;
+            let d = w as f64 - qv as f64 * s[(idx / inner) % s.len()] as f64;
             num += d * d;
             den += (w as f64) * (w as f64);
         }
         err_sum += if den > 0.0 { (num / den).sqrt() } else { 0.0 };
         stats.int8_parameters += q.len();
-        g.initializers[i].data = InitData::I8 {
-            shape: vec![k, n],
-            data: q,
-        };
+        g.initializers[op.weight].data = InitData::I8 { shape, data: q };
         let scale_name = format!("{name}.scale");
+        let scale_shape = if op.axis == 0 && conv_scale_column {
+            vec![s.len(), 1]
+        } else {
+            vec![s.len()]
+        };
         g.push_initializer(
             &scale_name,
-            InitData::F32(crate::checkpoint::Tensor::new(vec![n], s)),
+            InitData::F32(crate::checkpoint::Tensor::new(scale_shape, s)),
         );
         scales.insert(name, scale_name);
     }
@@ -343,20 +406,25 @@ fn quantize_weights(
     scales
 }
 
-/// Dynamic int8 quantization of the weight matmuls; see the module docs.
-pub fn to_int8(g: &mut GraphBuilder) -> QuantStats {
-    let matmuls = weight_matmuls(g);
-    let mut stats = QuantStats {
-        matmuls: matmuls.len(),
-        ..Default::default()
-    };
-    let scales = quantize_weights(g, &matmuls, &mut stats);
-    let targets: HashSet<usize> = matmuls.iter().map(|&(n, _)| n).collect();
+/// A `ConvInteger` with a `Conv`'s attributes (kernel, strides, pads and group keep their names).
+fn conv_integer_node(name: &str, inputs: &[&str], conv: &NodeProto) -> NodeProto {
+    let mut n = plain_node("ConvInteger", name, inputs, &[name]);
+    n.attribute = conv.attribute.clone();
+    n
+}
+
+/// Dynamic int8 quantization of the weight matmuls (and, with `convs`, the feature encoder's
+/// convolutions); see the module docs.
+pub fn to_int8(g: &mut GraphBuilder, convs: bool) -> QuantStats {
+    let ops = weight_ops(g, convs);
+    let mut stats = QuantStats::new(g, &ops);
+    let scales = quantize_weights(g, &ops, &mut stats, true);
+    let targets: HashSet<usize> = ops.iter().map(|o| o.node).collect();
     let nodes = std::mem::take(&mut g.nodes);
-    let keep = std::mem::take(&mut g.keep_f32);
     let mut out_nodes = Vec::with_capacity(nodes.len() + 5 * targets.len());
     // One DynamicQuantizeLinear per activation, shared by q, k and v.
     let mut quantized: HashMap<String, [String; 3]> = HashMap::new();
+    let mut column_biases = Vec::new();
     for (n, node) in nodes.into_iter().enumerate() {
         if !targets.contains(&n) {
             out_nodes.push(node);
@@ -382,64 +450,83 @@ pub fn to_int8(g: &mut GraphBuilder) -> QuantStats {
             })
             .clone();
         let base = &node.name;
-        let acc = format!("{base}/MatMulInteger");
-        out_nodes.push(plain_node("MatMulInteger", &acc, &[&xq, w, &xz], &[&acc]));
+        let is_conv = node.op_type == "Conv";
+        let acc = if is_conv {
+            let acc = format!("{base}/ConvInteger");
+            out_nodes.push(conv_integer_node(&acc, &[&xq, w, &xz], &node));
+            acc
+        } else {
+            let acc = format!("{base}/MatMulInteger");
+            out_nodes.push(plain_node("MatMulInteger", &acc, &[&xq, w, &xz], &[&acc]));
+            acc
+        };
         let accf = format!("{base}/Cast");
         out_nodes.push(cast_node(&accf, &acc, &accf, Ty::F32));
         let s = format!("{base}/scale");
         out_nodes.push(plain_node("Mul", &s, &[&xs, &scales[w]], &[&s]));
-        out_nodes.push(plain_node("Mul", y, &[&accf, &s], &[y]));
+        match node.input.get(2).filter(|b| is_conv && !b.is_empty()) {
+            None => out_nodes.push(plain_node("Mul", y, &[&accf, &s], &[y])),
+            Some(bias) => {
+                // The conv's bias, added after the rescale: `[O]` → `[O, 1]` over time.
+                let scaled = format!("{base}/scaled");
+                out_nodes.push(plain_node("Mul", &scaled, &[&accf, &s], &[&scaled]));
+                out_nodes.push(plain_node("Add", y, &[&scaled, bias], &[y]));
+                column_biases.push(bias.clone());
+            }
+        }
+    }
+    for init in &mut g.initializers {
+        if let InitData::F32(t) = &mut init.data {
+            if column_biases.contains(&init.name) {
+                t.shape = vec![t.data.len(), 1];
+            }
+        }
     }
     g.keep_f32 = vec![false; out_nodes.len()];
-    drop(keep);
     g.nodes = out_nodes;
     stats
 }
 
-/// Names of the activations (left operands) of the weight matmuls, in graph order: the tensors
-/// [`to_qdq`] needs calibrated scales for.
-pub fn qdq_activation_names(g: &GraphBuilder) -> Vec<String> {
+/// Names of the activations (inputs) of the ops [`to_qdq`] quantizes, in graph order: the
+/// tensors it needs calibrated scales for.
+pub fn qdq_activation_names(g: &GraphBuilder, convs: bool) -> Vec<String> {
     let mut seen = HashSet::new();
-    weight_matmuls(g)
+    weight_ops(g, convs)
         .into_iter()
-        .map(|(n, _)| g.nodes[n].input[0].clone())
+        .map(|o| g.nodes[o.node].input[0].clone())
         .filter(|x| seen.insert(x.clone()))
         .collect()
 }
 
-/// Explicit symmetric QDQ quantization of the weight matmuls (the TensorRT form); see the module
-/// docs. `activation_scales` gives each activation's per-tensor scale (`amax / 127`) by the names
-/// [`qdq_activation_names`] returns; an activation without one is left in float32.
-pub fn to_qdq(g: &mut GraphBuilder, activation_scales: &BTreeMap<String, f32>) -> QuantStats {
-    let matmuls: Vec<(usize, usize)> = weight_matmuls(g)
+/// Explicit symmetric QDQ quantization of the weight matmuls (and, with `convs`, the feature
+/// encoder's convolutions): the TensorRT form; see the module docs. `activation_scales` gives
+/// each activation's per-tensor scale (`amax / 127`) by the names [`qdq_activation_names`]
+/// returns; an op whose activation has none is left in float32.
+pub fn to_qdq(
+    g: &mut GraphBuilder,
+    activation_scales: &BTreeMap<String, f32>,
+    convs: bool,
+) -> QuantStats {
+    let ops: Vec<WeightOp> = weight_ops(g, convs)
         .into_iter()
-        .filter(|&(n, _)| activation_scales.contains_key(&g.nodes[n].input[0]))
+        .filter(|o| activation_scales.contains_key(&g.nodes[o.node].input[0]))
         .collect();
-    let mut stats = QuantStats {
-        matmuls: matmuls.len(),
-        ..Default::default()
-    };
-    let scales = quantize_weights(g, &matmuls, &mut stats);
-    let targets: HashSet<usize> = matmuls.iter().map(|&(n, _)| n).collect();
+    let mut stats = QuantStats::new(g, &ops);
+    let scales = quantize_weights(g, &ops, &mut stats, false);
+    let axes: HashMap<usize, usize> = ops.iter().map(|o| (o.node, o.axis)).collect();
     let nodes = std::mem::take(&mut g.nodes);
-    let mut out_nodes = Vec::with_capacity(nodes.len() + 3 * targets.len());
+    let mut out_nodes = Vec::with_capacity(nodes.len() + 3 * axes.len());
     let mut new_inits: Vec<(String, InitData)> = Vec::new();
     let mut dequantized: HashMap<String, String> = HashMap::new();
-    let axis = |a: i64| AttributeProto {
-        name: "axis".into(),
-        r#type: w2v_engine::onnx_pb::attribute_type::INT,
-        i: a,
-        ..Default::default()
-    };
     let zero_i8 = |n: usize| InitData::I8 {
         shape: if n == 0 { vec![] } else { vec![n] },
         data: vec![0; n.max(1)],
     };
     for (n, mut node) in nodes.into_iter().enumerate() {
-        if !targets.contains(&n) {
+        let Some(&axis) = axes.get(&n) else {
             out_nodes.push(node);
             continue;
-        }
+        };
         let x = node.input[0].clone();
         let w = node.input[1].clone();
         let xd = dequantized
@@ -463,17 +550,20 @@ pub fn to_qdq(g: &mut GraphBuilder, activation_scales: &BTreeMap<String, f32>) -
                 d
             })
             .clone();
-        let cols = match &g.initializers.iter().find(|i| i.name == w).map(|i| &i.data) {
-            Some(InitData::I8 { shape, .. }) => shape[1],
+        let channels = match &g.initializers.iter().find(|i| i.name == w).map(|i| &i.data) {
+            Some(InitData::I8 { shape, .. }) => shape[axis],
             _ => unreachable!("quantized above"),
         };
         let wz = format!("{w}.zero_point");
-        new_inits.push((wz.clone(), zero_i8(cols)));
+        if !new_inits.iter().any(|(name, _)| *name == wz) {
+            new_inits.push((wz.clone(), zero_i8(channels)));
+        }
         let wd = format!("{}/weight/DequantizeLinear", node.name);
         let mut deq = plain_node("DequantizeLinear", &wd, &[&w, &scales[&w], &wz], &[&wd]);
-        deq.attribute.push(axis(1));
+        deq.attribute.push(attr_int("axis", axis as i64));
         out_nodes.push(deq);
-        node.input = vec![xd, wd];
+        node.input[0] = xd;
+        node.input[1] = wd;
         out_nodes.push(node);
     }
     for (name, data) in new_inits {
@@ -487,6 +577,15 @@ pub fn to_qdq(g: &mut GraphBuilder, activation_scales: &BTreeMap<String, f32>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_channel_quantization_along_the_first_axis() {
+        // A conv weight [O=2, I=1, k=3]: one scale per output channel.
+        let w = [1.0, -0.4, 0.0, 2.0, -2.0, 1.2];
+        let (q, s) = quantize_per_channel(&w, &[2, 1, 3], 0);
+        assert_eq!(s, vec![1.0 / 127.0, 2.0 / 127.0]);
+        assert_eq!(q, vec![127, -51, 0, 127, -127, 76]);
+    }
 
     #[test]
     fn per_column_quantization_is_symmetric_and_exact_at_the_max() {

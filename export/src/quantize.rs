@@ -20,16 +20,28 @@ pub mod keys {
     pub const SCHEME: &str = "w2v.quantization.scheme";
     /// The accuracy report (JSON, [`crate::report::AccuracyReport`]).
     pub const REPORT: &str = "w2v.quantization.report";
+    /// `int8` when the feature encoder's convolutions are quantized (`--quantize-conv`), else
+    /// `float32` (int8 models only).
+    pub const CONVS: &str = "w2v.quantization.convs";
     /// The calibration of activation scales (`tensorrt` only), in words.
     pub const CALIBRATION: &str = "w2v.quantization.calibration";
+    /// sha256 of the fp32 ONNX model this one was re-quantized from (absent when it was exported
+    /// from a Hugging Face folder; `w2v.source_sha256` is the checkpoint's in both cases).
+    pub const SOURCE_MODEL_SHA256: &str = "w2v.quantization.source_model_sha256";
 }
 
 pub const SCHEME_FP16: &str =
     "fp16 weights and compute in the transformer and feature projection; float32 conv feature encoder, LayerNorm, softmax with mask bias, positional conv, mask arithmetic, lm_head; float32 inputs and outputs";
 pub const SCHEME_INT8_DYNAMIC: &str =
-    "int8 per-output-channel symmetric weights, dynamic uint8 activations (DynamicQuantizeLinear + MatMulInteger) for transformer, projection and lm_head matmuls; convs float32";
+    "int8 per-output-channel symmetric weights, dynamic uint8 activations (DynamicQuantizeLinear + MatMulInteger) for transformer, projection and lm_head matmuls";
 pub const SCHEME_INT8_QDQ: &str =
-    "QDQ int8: per-output-channel symmetric weights, per-tensor symmetric calibrated activations, zero points 0, for transformer, projection and lm_head matmuls; convs float32";
+    "QDQ int8: per-output-channel symmetric weights, per-tensor symmetric calibrated activations, zero points 0, for transformer, projection and lm_head matmuls";
+/// How the convolutions were treated, appended to the int8 schemes.
+pub const SCHEME_CONVS_FLOAT: &str = "; all convs float32";
+pub const SCHEME_CONVS_DYNAMIC: &str =
+    "; feature-encoder convs likewise (DynamicQuantizeLinear + ConvInteger), positional conv float32";
+pub const SCHEME_CONVS_QDQ: &str =
+    "; feature-encoder convs likewise (QDQ around Conv), positional conv float32";
 
 fn io_err(path: &Path, source: std::io::Error) -> ExportError {
     ExportError::Write {
@@ -47,15 +59,20 @@ fn write_plain(g: &GraphBuilder, info: &ModelInfo, path: &Path) -> Result<(), Ex
 }
 
 /// Reduce `g` (float32) to `options.precision` and write it to `output`; `info` gets the
-/// quantization keys. Returns the accuracy report unless `options.skip_report`.
+/// quantization keys. `fp32_source` is the float32 model file `g` was read from, if any: the
+/// report and calibration run it rather than a copy. Returns the accuracy report unless
+/// `options.skip_report`.
 pub(crate) fn export_reduced(
     mut g: GraphBuilder,
     info: &mut ModelInfo,
     output: &Path,
     options: &ExportOptions,
+    fp32_source: Option<&Path>,
 ) -> Result<Option<AccuracyReport>, ExportError> {
     let tmp = tempfile::tempdir().map_err(|e| io_err(Path::new("temporary directory"), e))?;
-    let fp32_path = tmp.path().join("fp32.onnx");
+    let fp32_path = fp32_source
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| tmp.path().join("fp32.onnx"));
     let reduced_path = tmp.path().join("reduced.onnx");
     let eval = if options.skip_report {
         None
@@ -63,7 +80,7 @@ pub(crate) fn export_reduced(
         Some(report::eval_set(options.eval.as_ref(), info.sample_rate)?)
     };
     let needs_fp32 = eval.is_some() || options.target == Target::Tensorrt;
-    if needs_fp32 {
+    if needs_fp32 && fp32_source.is_none() {
         let mut fp32_info = info.clone();
         fp32_info.precision = Precision::Fp32.as_str().into();
         write_plain(&g, &fp32_info, &fp32_path)?;
@@ -83,14 +100,20 @@ pub(crate) fn export_reduced(
             info.raw.insert(keys::SCHEME.into(), SCHEME_FP16.into());
         }
         (Precision::Int8, Target::Cpu) => {
-            let s = precision::to_int8(&mut g);
+            let s = precision::to_int8(&mut g, options.quantize_conv);
             tracing::info!(
                 matmuls = s.matmuls,
+                convs = s.convs,
                 weight_rel_error = s.weight_rel_error,
                 "int8 pass"
             );
+            let convs = if options.quantize_conv {
+                SCHEME_CONVS_DYNAMIC
+            } else {
+                SCHEME_CONVS_FLOAT
+            };
             info.raw
-                .insert(keys::SCHEME.into(), SCHEME_INT8_DYNAMIC.into());
+                .insert(keys::SCHEME.into(), format!("{SCHEME_INT8_DYNAMIC}{convs}"));
         }
         (Precision::Int8, Target::Tensorrt) => {
             let calib = match &options.calibration {
@@ -100,17 +123,29 @@ pub(crate) fn export_reduced(
                     None => report::EvalSet::synthetic(info.sample_rate),
                 },
             };
-            let names = precision::qdq_activation_names(&g);
+            let names = precision::qdq_activation_names(&g, options.quantize_conv);
             let (scales, how) = crate::calibrate::activation_scales(&fp32_path, &names, &calib)?;
-            let s = precision::to_qdq(&mut g, &scales);
-            tracing::info!(matmuls = s.matmuls, "qdq pass");
-            info.raw.insert(keys::SCHEME.into(), SCHEME_INT8_QDQ.into());
+            let s = precision::to_qdq(&mut g, &scales, options.quantize_conv);
+            tracing::info!(matmuls = s.matmuls, convs = s.convs, "qdq pass");
+            let convs = if options.quantize_conv {
+                SCHEME_CONVS_QDQ
+            } else {
+                SCHEME_CONVS_FLOAT
+            };
+            info.raw
+                .insert(keys::SCHEME.into(), format!("{SCHEME_INT8_QDQ}{convs}"));
             info.raw.insert(keys::CALIBRATION.into(), how);
         }
     }
     info.precision = precision_name.into();
     if let Some(t) = target {
         info.raw.insert(keys::TARGET.into(), t.as_str().into());
+        let convs = if options.quantize_conv {
+            "int8"
+        } else {
+            "float32"
+        };
+        info.raw.insert(keys::CONVS.into(), convs.into());
     }
     let mut result = None;
     if let Some(set) = &eval {

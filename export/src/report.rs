@@ -43,7 +43,7 @@ impl EvalSet {
         let mut clips = Vec::with_capacity(rows.len());
         for row in rows {
             let samples = w2v_engine::audio::load(&row.path, sample_rate)
-                .map_err(|e| ExportError::Eval(e.to_string()))?;
+                .map_err(|e| ExportError::Eval(format!("{}: {e}", path.display())))?;
             clips.push(Clip {
                 name: row.path.display().to_string(),
                 samples,

@@ -29,6 +29,9 @@ pub struct Weights {
     sd: StateDict,
     prefixed: bool,
     taken: BTreeSet<String>,
+    /// Every tensor is zeros of the asked shape: builds the graph's structure alone, for
+    /// [`crate::exported`] to check an exported model against and fill with its weights.
+    placeholders: bool,
 }
 
 impl Weights {
@@ -38,6 +41,19 @@ impl Weights {
             sd,
             prefixed,
             taken: BTreeSet::new(),
+            placeholders: false,
+        }
+    }
+
+    /// Zeros for every tensor asked for, named with or without the `wav2vec2.` prefix. Optional
+    /// tensors are absent, so the positional conv takes its plain (weight-norm folded) weight,
+    /// which is what an exported graph stores.
+    pub fn placeholders(prefixed: bool) -> Self {
+        Weights {
+            sd: StateDict::new(),
+            prefixed,
+            taken: BTreeSet::new(),
+            placeholders: true,
         }
     }
 
@@ -52,6 +68,13 @@ impl Weights {
     /// Take a tensor by its name inside the `wav2vec2.` module (or `lm_head.*`), checking its shape.
     pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, ExportError> {
         let key = self.key(name);
+        if self.placeholders {
+            self.taken.insert(key);
+            return Ok(Tensor::new(
+                shape.to_vec(),
+                vec![0.0; shape.iter().product()],
+            ));
+        }
         let t = self
             .sd
             .remove(&key)
@@ -134,9 +157,18 @@ pub struct Wav2Vec2Graph<'a> {
 impl<'a> Wav2Vec2Graph<'a> {
     /// Build the full graph: `input_values` (+ `attention_mask`) → `logits`.
     pub fn build(cfg: &'a Wav2Vec2Config, sd: StateDict, opset: i64) -> Result<Self, ExportError> {
+        Self::build_with(cfg, Weights::new(sd), opset)
+    }
+
+    /// [`Wav2Vec2Graph::build`] from any weight source (see [`Weights::placeholders`]).
+    pub fn build_with(
+        cfg: &'a Wav2Vec2Config,
+        weights: Weights,
+        opset: i64,
+    ) -> Result<Self, ExportError> {
         let mut m = Wav2Vec2Graph {
             g: GraphBuilder::new(opset),
-            w: Weights::new(sd),
+            w: weights,
             cfg,
         };
         let batch = Dim::Symbolic("batch");

@@ -13,7 +13,7 @@ use common::{cases, fixtures, Case};
 use w2v_engine::backend::ort::{OrtBackend, OrtOptions};
 use w2v_engine::backend::tract::TractBackend;
 use w2v_engine::{Backend, BackendOptions};
-use w2v_export::{export_hf_folder, ExportOptions};
+use w2v_export::ExportOptions;
 
 const MAX_ABS_DIFF: f32 = 1e-4;
 const TIE_MARGIN: f32 = 2e-4;
@@ -77,7 +77,7 @@ fn exported_fixtures_match_pytorch_in_tract_and_ort() {
     for dir in fixtures() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let onnx = out.path().join(format!("{name}.onnx"));
-        let summary = export_hf_folder(&dir, &onnx, &ExportOptions::default())
+        let summary = w2v_export::export(&dir, &onnx, &ExportOptions::default())
             .unwrap_or_else(|e| panic!("{name}: export failed: {e}"));
         assert_eq!(
             summary.info.uses_attention_mask,

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::ValueEnum;
-use w2v_export::{export_hf_folder, ExportError, ExportOptions, DEFAULT_OPSET};
+use w2v_export::{ExportError, ExportOptions};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Precision {
@@ -22,7 +22,8 @@ pub enum Target {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Hugging Face model folder (config.json, vocab.json, weights).
+    /// Hugging Face model folder (config.json, vocab.json, weights), or an fp32 ONNX model made
+    /// by `w2v export` (a fine-tuned one, say) to re-quantize at --precision fp16 or int8.
     src: PathBuf,
     /// Output ONNX file.
     #[arg(short, long)]
@@ -33,7 +34,7 @@ pub struct Args {
     /// Runtime an int8 model is laid out for.
     #[arg(long, value_enum, default_value = "cpu")]
     target: Target,
-    /// Quantize the feature encoder's convolutions too (int8; not implemented yet).
+    /// Quantize the feature encoder's convolutions too (int8; they stay float32 by default).
     #[arg(long)]
     quantize_conv: bool,
     /// Eval audio for the accuracy report (`path<TAB>transcript` rows); default: a synthetic set.
@@ -45,9 +46,9 @@ pub struct Args {
     /// Fail, writing no model, when the WER rises by more than this many percentage points.
     #[arg(long, value_name = "POINTS")]
     max_wer_increase: Option<f64>,
-    /// ONNX opset to target.
-    #[arg(long, default_value_t = DEFAULT_OPSET)]
-    opset: i64,
+    /// ONNX opset to target [default: 17 from a folder; an ONNX source keeps its own].
+    #[arg(long)]
+    opset: Option<i64>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -71,7 +72,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         max_wer_increase: args.max_wer_increase,
         skip_report: false,
     };
-    let summary = match export_hf_folder(&args.src, &args.output, &options) {
+    let summary = match w2v_export::export(&args.src, &args.output, &options) {
         Ok(s) => s,
         Err(e) => {
             // A failed --max-wer-increase check still shows the report that failed it.
