@@ -99,6 +99,7 @@ stage finetune "$PY" "$HERE/finetune.py" --init pretrained --work "$WORK" --seed
 stage scratch "$PY" "$HERE/finetune.py" --init scratch --work "$WORK" --seed "$SEED" \
   --threads "$THREADS" --minutes "$SCR_MIN" "${SMOKE_FLAG[@]}"
 CMD="tools/train-default-model/run.sh --budget-minutes $BUDGET --threads $THREADS --seed $SEED"
+[[ $SPLIT != "20,40,40" ]] && CMD="$CMD --split $SPLIT"
 [[ $SMOKE == 1 ]] && CMD="tools/train-default-model/run.sh --smoke"
 stage finalize "$PY" "$HERE/finalize.py" --work "$WORK" --command "$CMD" "${SMOKE_FLAG[@]}"
 
