@@ -297,7 +297,7 @@ fn telemetry_summarizes_tegrastats() {
         Some(49031.0)
     );
 
-    let run = w2v_with_env(&args, &[("PATH", path.as_os_str())]);
+    let run = w2v_with_env(args, &[("PATH", path.as_os_str())]);
     assert!(run.success(), "{run:?}");
     for want in [
         "telemetry (3 tegrastats samples",

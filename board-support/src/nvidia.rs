@@ -43,8 +43,8 @@ const CC_MINOR: c_int = 76;
 
 /// CUDA device `ordinal` (0 is the first), or why it cannot be queried.
 pub fn cuda_device(ordinal: u32) -> Result<GpuDevice, String> {
-    static DEVICES: OnceLock<std::sync::Mutex<Vec<(u32, Result<GpuDevice, String>)>>> =
-        OnceLock::new();
+    type Queried = Vec<(u32, Result<GpuDevice, String>)>;
+    static DEVICES: OnceLock<std::sync::Mutex<Queried>> = OnceLock::new();
     let cache = DEVICES.get_or_init(Default::default);
     let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, r)) = cache.iter().find(|(o, _)| *o == ordinal) {

@@ -398,7 +398,7 @@ fn engine_cache_listing_tells_built_from_loaded() {
 
     std::fs::write(&engine, b"engine").unwrap();
     let built = EngineCacheListing::read(dir.path());
-    assert_eq!(built.built_since(&empty), [engine.clone()]);
+    assert_eq!(built.built_since(&empty), std::slice::from_ref(&engine));
     assert_eq!(built.engines().collect::<Vec<_>>(), [engine.as_path()]);
 
     // Loading a cached engine leaves it as it was.
