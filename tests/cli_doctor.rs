@@ -43,6 +43,32 @@ fn json_report_on_this_machine() {
     assert!(p["cpu"]["features"].is_array());
     assert!(p["memory"]["total_bytes"].as_u64().unwrap() > 0);
 
+    // No NVIDIA driver or TensorRT on these machines: each says which library it could not load.
+    let g = &v["gpu"];
+    assert!(g["device"].is_null(), "{g}");
+    assert!(
+        g["device_problem"]
+            .as_str()
+            .unwrap()
+            .contains("libcuda.so.1"),
+        "{g}"
+    );
+    assert!(g["tensorrt_version"].is_null(), "{g}");
+    assert!(
+        g["tensorrt_problem"]
+            .as_str()
+            .unwrap()
+            .contains("libnvinfer"),
+        "{g}"
+    );
+    assert!(
+        g["tensorrt_cache"]
+            .as_str()
+            .unwrap()
+            .ends_with("w2v/tensorrt"),
+        "{g}"
+    );
+
     let o = &v["onnxruntime"];
     assert_eq!(o["available"], true, "{o}");
     assert!(o["problem"].is_null(), "{o}");
