@@ -8,9 +8,10 @@ use w2v_board_support::{
     Provider, ProviderAvailability, ProviderError, ProviderPolicy, ProviderRequest,
 };
 use w2v_engine::backend::ort::{
-    ort_gpu_provider_availability, ExecutionProvider, OptLevel, OrtBackend, OrtOptions,
+    ort_gpu_provider_availability, ExecutionProvider, OptLevel, OrtBackend, OrtGraph, OrtOptions,
 };
-use w2v_engine::backend::tract::TractBackend;
+use w2v_engine::backend::tract::{TractBackend, TractGraph};
+use w2v_engine::backend::GraphRunner;
 use w2v_engine::{Backend, BackendOptions};
 
 /// The shipped default model's file name inside `models/`.
@@ -133,6 +134,47 @@ pub fn resolve_model(model: Option<&Path>) -> Result<PathBuf> {
                 .join(", ")
         ),
     }
+}
+
+/// Loads the graphs fine-tuning generates on the backend `args` choose.
+pub type GraphRunnerFactory =
+    Box<dyn Fn(&[u8], &str) -> Result<Box<dyn GraphRunner>, w2v_engine::BackendError>>;
+
+/// A [`GraphRunnerFactory`] for `--backend`, `--threads`, `--graph-opt` and `--provider`.
+pub fn graph_runner_factory(args: &ModelArgs) -> Result<GraphRunnerFactory> {
+    let common = BackendOptions {
+        threads: args.threads,
+    };
+    let factory: GraphRunnerFactory = match args.backend {
+        BackendKind::Tract => {
+            if !matches!(args.provider, ProviderRequest::Auto | ProviderRequest::Cpu) {
+                bail!(
+                    "--provider {}: tract runs on the CPU only; use --backend ort for cuda/tensorrt",
+                    args.provider
+                );
+            }
+            Box::new(move |bytes: &[u8], what: &str| {
+                Ok(
+                    Box::new(TractGraph::from_bytes(bytes, Path::new(what), &common)?)
+                        as Box<dyn GraphRunner>,
+                )
+            })
+        }
+        BackendKind::Ort => {
+            let options = OrtOptions {
+                common,
+                optimization_level: args.graph_opt,
+                execution_providers: ort_execution_providers(args)?,
+            };
+            Box::new(move |bytes: &[u8], what: &str| {
+                Ok(
+                    Box::new(OrtGraph::from_bytes(bytes, Path::new(what), &options)?)
+                        as Box<dyn GraphRunner>,
+                )
+            })
+        }
+    };
+    Ok(factory)
 }
 
 pub fn open_backend(args: &ModelArgs) -> Result<Box<dyn Backend>> {
