@@ -88,6 +88,10 @@ fn loss_decreases_and_output_model_transcribes() {
         losses[11] < 0.8 * losses[0],
         "loss did not decrease enough: {losses:?}"
     );
+    let report: serde_json::Value =
+        serde_json::from_str(&run.stdout[run.stdout.find("{\n").expect("report")..]).unwrap();
+    assert_eq!(report["steps"], 12);
+    assert!(report["peak_memory_mb"].as_f64().unwrap() > 1.0, "{report}");
     let tuned = out.join("model.onnx");
     assert!(tuned.is_file());
     // The fine-tuned model is a normal w2v model with lineage metadata.

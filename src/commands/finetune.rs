@@ -88,6 +88,8 @@ struct Report {
     first_loss: Option<f64>,
     final_loss: Option<f64>,
     wall_seconds: f64,
+    /// Peak resident memory of the process (VmHWM), in MiB; absent where not measurable.
+    peak_memory_mb: Option<f64>,
 }
 
 /// Read the TSV rows into examples; unreadable audio and clips too short for their transcript are
@@ -273,18 +275,23 @@ pub fn run(args: Args) -> Result<ExitCode> {
         first_loss,
         final_loss,
         wall_seconds: start.elapsed().as_secs_f64(),
+        peak_memory_mb: w2v_engine::bench::peak_rss_bytes().map(|b| b as f64 / (1 << 20) as f64),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "fine-tuned {} steps on {} examples ({} unreadable, {} too short skipped): loss {} → {}; wrote {}",
+            "fine-tuned {} steps on {} examples ({} unreadable, {} too short skipped): loss {} → {}; {:.1} s, peak memory {}; wrote {}",
             report.steps,
             report.examples,
             unreadable,
             too_short,
             first_loss.map_or("-".into(), |l| format!("{l:.3}")),
             final_loss.map_or("-".into(), |l| format!("{l:.3}")),
+            report.wall_seconds,
+            report
+                .peak_memory_mb
+                .map_or("unknown".into(), |m| format!("{m:.0} MB")),
             report.output
         );
     }
