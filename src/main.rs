@@ -31,6 +31,8 @@ enum Command {
     Transcribe(commands::transcribe::Args),
     /// Word and character error rates on a labelled data set.
     Eval(commands::eval::Args),
+    /// Fine-tune an fp32 model on labelled audio (CTC), on this device.
+    Finetune(commands::finetune::Args),
     /// Time a model: load, first inference, compute per input length, memory, GFLOP/s.
     Bench(commands::bench::Args),
     /// Report the platform, ONNX Runtime and its execution providers, audio input, default model.
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Transcribe(a) => commands::transcribe::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Finetune(a) => commands::finetune::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Doctor(a) => commands::doctor::run(a),
     };

@@ -12,10 +12,11 @@ use w2v_board_support::{
     ProviderPolicy, ProviderRequest, QuantizationTarget, TensorRtSettings,
 };
 use w2v_engine::backend::ort::{
-    ort_gpu_provider_availability, ExecutionProvider, OptLevel, OrtBackend, OrtOptions,
+    ort_gpu_provider_availability, ExecutionProvider, OptLevel, OrtBackend, OrtGraph, OrtOptions,
     TensorRtOptions, ATTENTION_MASK, INPUT_VALUES,
 };
-use w2v_engine::backend::tract::TractBackend;
+use w2v_engine::backend::tract::{TractBackend, TractGraph};
+use w2v_engine::backend::GraphRunner;
 use w2v_engine::{Backend, BackendOptions, ModelInfo};
 
 /// The shipped default model's file name inside `models/`.
@@ -319,6 +320,63 @@ pub fn resolve_model(model: Option<&Path>) -> Result<PathBuf> {
                 .join(", ")
         ),
     }
+}
+
+/// Loads the graphs fine-tuning generates on the backend `args` choose.
+pub type GraphRunnerFactory =
+    Box<dyn Fn(&[u8], &str) -> Result<Box<dyn GraphRunner>, w2v_engine::BackendError>>;
+
+/// A [`GraphRunnerFactory`] for `--backend`, `--threads`, `--graph-opt` and `--provider`.
+/// Training graphs run on CUDA or the CPU: TensorRT builds engines for fixed inference graphs,
+/// so an explicit `--provider tensorrt` is refused and `auto` skips it.
+pub fn graph_runner_factory(args: &ModelArgs) -> Result<GraphRunnerFactory> {
+    let common = BackendOptions {
+        threads: args.threads,
+    };
+    let factory: GraphRunnerFactory = match args.backend {
+        BackendKind::Tract => {
+            if !matches!(args.provider, ProviderRequest::Auto | ProviderRequest::Cpu) {
+                bail!(
+                    "--provider {}: tract runs on the CPU only; use --backend ort for cuda",
+                    args.provider
+                );
+            }
+            Box::new(move |bytes: &[u8], what: &str| {
+                Ok(
+                    Box::new(TractGraph::from_bytes(bytes, Path::new(what), &common)?)
+                        as Box<dyn GraphRunner>,
+                )
+            })
+        }
+        BackendKind::Ort => {
+            if args.provider == ProviderRequest::TensorRt {
+                bail!("--provider tensorrt: fine-tuning runs on cuda or cpu, not TensorRT");
+            }
+            let plan = provider_plan(args)?;
+            let execution_providers = plan
+                .providers
+                .iter()
+                .filter_map(|p| match p {
+                    Provider::TensorRt => None,
+                    Provider::Cuda => Some(ExecutionProvider::cuda()),
+                    Provider::Cpu => Some(ExecutionProvider::cpu()),
+                })
+                .collect();
+            let options = OrtOptions {
+                common,
+                optimization_level: args.graph_opt,
+                execution_providers,
+                io_binding: None,
+            };
+            Box::new(move |bytes: &[u8], what: &str| {
+                Ok(
+                    Box::new(OrtGraph::from_bytes(bytes, Path::new(what), &options)?)
+                        as Box<dyn GraphRunner>,
+                )
+            })
+        }
+    };
+    Ok(factory)
 }
 
 /// Open the model for inference. `longest_input_seconds`: the longest input the command will run

@@ -19,10 +19,11 @@ use std::sync::OnceLock;
 use ort::environment::Environment;
 use ort::ep::ExecutionProviderDispatch;
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{IoBinding, Session, SessionInputValue};
 use ort::value::{Outlet, Tensor, TensorElementType, TensorRef};
 
+use super::runner::{order_inputs, GraphRunner, HostTensor, TensorView, TensorViewData};
 use super::{attention_mask, Backend, BackendError, BackendOptions, Batch, Logits};
 use crate::model_info::{keys, ModelInfo};
 
@@ -314,40 +315,8 @@ impl OrtBackend {
     /// check that the graph's inputs and outputs are the ones the metadata promises.
     pub fn load(path: &Path, options: &OrtOptions) -> Result<Self, BackendError> {
         let info = ModelInfo::read(path)?;
-        let runtime = runtime()?;
-        let eps: Vec<ExecutionProviderDispatch> = options
-            .execution_providers
-            .iter()
-            .map(ExecutionProvider::dispatch)
-            .collect();
-        let ep_names: Vec<&str> = options
-            .execution_providers
-            .iter()
-            .map(|e| e.name())
-            .collect();
-        tracing::debug!(
-            path = %path.display(),
-            optimization_level = %options.optimization_level,
-            execution_providers = ?ep_names,
-            threads = ?options.common.threads,
-            "ort: creating session"
-        );
+        let session = create_session(path, options, |b| b.commit_from_file(path))?;
         let err = |e: &dyn fmt::Display| load_err(path, e);
-        let mut builder = Session::builder(&runtime.env)
-            .map_err(|e| err(&e))?
-            .with_optimization_level(options.optimization_level.to_ort())
-            .map_err(|e| err(&e))?;
-        if let Some(threads) = options.common.threads {
-            builder = builder.with_intra_threads(threads).map_err(|e| err(&e))?;
-        }
-        if !eps.is_empty() {
-            builder = builder.with_execution_providers(&eps).map_err(|e| {
-                err(&format_args!(
-                    "cannot register execution providers {ep_names:?}: {e}"
-                ))
-            })?;
-        }
-        let session = builder.commit_from_file(path).map_err(|e| err(&e))?;
         check_signature(&session, &info).map_err(|e| err(&e))?;
         let use_binding = options.io_binding.unwrap_or_else(|| {
             options
@@ -369,6 +338,142 @@ impl OrtBackend {
             session,
             binding,
         })
+    }
+}
+
+/// The one place sessions are made: initialize ONNX Runtime if needed, apply `options`
+/// (optimization level, threads, execution providers), then `commit` the model. `what` names the
+/// model in logs and errors.
+fn create_session(
+    what: &Path,
+    options: &OrtOptions,
+    commit: impl FnOnce(&mut SessionBuilder) -> ort::Result<Session>,
+) -> Result<Session, BackendError> {
+    let runtime = runtime()?;
+    let eps: Vec<ExecutionProviderDispatch> = options
+        .execution_providers
+        .iter()
+        .map(ExecutionProvider::dispatch)
+        .collect();
+    let ep_names: Vec<&str> = options
+        .execution_providers
+        .iter()
+        .map(|e| e.name())
+        .collect();
+    tracing::debug!(
+        model = %what.display(),
+        optimization_level = %options.optimization_level,
+        execution_providers = ?ep_names,
+        threads = ?options.common.threads,
+        "ort: creating session"
+    );
+    let err = |e: &dyn fmt::Display| load_err(what, e);
+    let mut builder = Session::builder(&runtime.env)
+        .map_err(|e| err(&e))?
+        .with_optimization_level(options.optimization_level.to_ort())
+        .map_err(|e| err(&e))?;
+    if let Some(threads) = options.common.threads {
+        builder = builder.with_intra_threads(threads).map_err(|e| err(&e))?;
+    }
+    if !eps.is_empty() {
+        builder = builder.with_execution_providers(&eps).map_err(|e| {
+            err(&format_args!(
+                "cannot register execution providers {ep_names:?}: {e}"
+            ))
+        })?;
+    }
+    commit(&mut builder).map_err(|e| err(&e))
+}
+
+/// Any ONNX graph in an ONNX Runtime session ([`GraphRunner`]).
+pub struct OrtGraph {
+    session: Session,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+}
+
+impl fmt::Debug for OrtGraph {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OrtGraph")
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OrtGraph {
+    /// Load a serialized ONNX model; `what` names it in logs and errors.
+    pub fn from_bytes(
+        bytes: &[u8],
+        what: &Path,
+        options: &OrtOptions,
+    ) -> Result<Self, BackendError> {
+        let session = create_session(what, options, |b| b.commit_from_memory(bytes))?;
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        Ok(OrtGraph {
+            session,
+            inputs,
+            outputs,
+        })
+    }
+}
+
+impl GraphRunner for OrtGraph {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn input_names(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn output_names(&self) -> &[String] {
+        &self.outputs
+    }
+
+    fn run(&mut self, inputs: &[(&str, TensorView<'_>)]) -> Result<Vec<HostTensor>, BackendError> {
+        order_inputs(NAME, &self.inputs, inputs)?;
+        let values = inputs
+            .iter()
+            .map(|(name, t)| {
+                let v: SessionInputValue<'_> = match t.data {
+                    TensorViewData::F32(d) => TensorRef::from_array_view((t.shape, d))
+                        .map_err(run_err)?
+                        .into(),
+                    TensorViewData::I64(d) => TensorRef::from_array_view((t.shape, d))
+                        .map_err(run_err)?
+                        .into(),
+                };
+                Ok((Cow::Borrowed(*name), v))
+            })
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        let outputs = self.session.run(values).map_err(run_err)?;
+        self.outputs
+            .iter()
+            .map(|name| {
+                let v = outputs
+                    .get(name.as_str())
+                    .ok_or_else(|| run_err(format!("no output `{name}`")))?;
+                let dims = |d: &ort::value::Shape| -> Vec<usize> {
+                    d.iter().map(|&x| usize::try_from(x).unwrap_or(0)).collect()
+                };
+                if let Ok((d, data)) = v.try_extract_tensor::<f32>() {
+                    Ok(HostTensor::f32(dims(d), data.to_vec()))
+                } else {
+                    let (d, data) = v.try_extract_tensor::<i64>().map_err(run_err)?;
+                    Ok(HostTensor::i64(dims(d), data.to_vec()))
+                }
+            })
+            .collect()
     }
 }
 
