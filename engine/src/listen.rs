@@ -216,8 +216,8 @@ impl<B: Backend> Listener<B> {
         let free = greedy_decode(row, self.transcriber.vocab(), spf, offset);
         let speech = (u.speech_start as f64 / rate, u.speech_end as f64 / rate);
         let mut ev = ListenEvent {
-            start: speech.0,
-            end: speech.1,
+            start: ms(speech.0),
+            end: ms(speech.1),
             text: free.text.clone(),
             command: None,
             action: None,
@@ -245,7 +245,9 @@ impl<B: Backend> Listener<B> {
         };
         let phrase = &set.phrases()[best.index];
         ev.confidence = best.confidence.clamp(0.0, 1.0);
-        if best.confidence >= self.config.threshold && best.confidence > 0.0 {
+        // A phrase the utterance is too short to spell (no alignment) is never accepted, not
+        // even at threshold 0.
+        if best.confidence >= self.config.threshold && best.log_likelihood.is_finite() {
             ev.kind = EventKind::Command;
             ev.command = Some(phrase.text.clone());
             ev.action = phrase.action.clone();
@@ -264,8 +266,15 @@ impl<B: Backend> Listener<B> {
                 EventKind::OutOfGrammar
             };
         }
+        ev.start = ms(ev.start);
+        ev.end = ms(ev.end);
         Ok(ev)
     }
+}
+
+/// Seconds rounded to the millisecond (times come from 20 ms frames; more digits are noise).
+fn ms(t: f64) -> f64 {
+    (t * 1000.0).round() / 1000.0
 }
 
 /// Whether two texts have the same words, ignoring case and spacing.

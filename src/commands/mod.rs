@@ -3,5 +3,6 @@ pub mod doctor;
 pub mod eval;
 pub mod export;
 pub mod inspect;
+pub mod listen;
 pub mod model;
 pub mod transcribe;
