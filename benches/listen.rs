@@ -5,7 +5,7 @@
 //!    clock from the end of its speech (by energy, see `stream::speech_span`) to the printed
 //!    event (`decided_at`). Target: p95 < 300 ms.
 //! 2. Memory: a 30-minute stream of the same clips at full speed, sampling the process's
-//!    resident memory (`/proc/PID/status` VmRSS) twice a second; after the first event (the
+//!    resident memory (`/proc/PID/status` VmRSS) every 100 ms; after the first event (the
 //!    model and the stream are loaded by then), RSS must not grow by more than 2 % + 4 MB.
 //!
 //! Run (release build): `cargo bench --bench listen` (options: `-- --latency-seconds N`,
@@ -159,12 +159,12 @@ fn main() {
         let (audio, placed) = stream_of(o.memory_minutes * 60.0, &set);
         let wav = dir.path().join("memory.wav");
         stream::write_wav(&wav, &audio);
-        drop(audio);
         println!(
             "memory: {:.1} min stream, {} clips, full speed",
-            o.memory_minutes,
+            audio.len() as f64 / f64::from(RATE) / 60.0,
             placed.len()
         );
+        drop(audio);
         let t = Instant::now();
         let mut child = w2v()
             .args(["listen", "--json", "--input"])
@@ -192,7 +192,7 @@ fn main() {
             if let Some(r) = rss_kib(pid) {
                 samples.push((Instant::now(), r));
             }
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(Duration::from_millis(100));
         }
         let status = child.wait().unwrap();
         assert!(status.success(), "w2v listen failed");
