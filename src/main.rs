@@ -35,6 +35,8 @@ enum Command {
     Finetune(commands::finetune::Args),
     /// Time a model: load, first inference, compute per input length, memory, GFLOP/s.
     Bench(commands::bench::Args),
+    /// Voice commands (or free transcripts) from a microphone or a file, utterance by utterance.
+    Listen(commands::listen::Args),
     /// Report the platform, ONNX Runtime and its execution providers, audio input, default model.
     Doctor(commands::doctor::Args),
 }
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Command::Finetune(a) => commands::finetune::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Doctor(a) => commands::doctor::run(a),
+        Command::Listen(a) => commands::listen::run(a),
     };
     match result {
         Ok(code) => code,

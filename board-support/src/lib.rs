@@ -9,11 +9,18 @@
 //! ([`nvidia`]). The reported structs derive `Serialize` for
 //! `w2v doctor --json`.
 
+pub mod capture;
 pub mod nvidia;
 pub mod platform;
 pub mod provider;
 pub mod tegrastats;
 
+#[cfg(feature = "microphone")]
+pub use capture::Microphone;
+pub use capture::{
+    input_device_names, sample_ring, AudioSource, CaptureError, FileSource, Pacing, RingConsumer,
+    RingProducer,
+};
 pub use nvidia::{cuda_device, tensorrt_version, GpuDevice};
 pub use platform::{
     jetpack_for_l4t, parse_nvpmodel, query_power_mode, CpuInfo, JetsonInfo, L4tRelease, MemInfo,

@@ -24,8 +24,6 @@ pub struct Args {
     json: bool,
 }
 
-const NO_AUDIO_CAPTURE: &str = "audio capture not built yet";
-
 #[derive(Serialize)]
 struct Report {
     platform: Platform,
@@ -97,8 +95,27 @@ struct ProviderStatus {
 
 #[derive(Serialize)]
 struct AudioReport {
+    /// Capture devices `w2v listen --device` accepts.
     input_devices: Vec<String>,
-    note: &'static str,
+    /// One line: how many devices, or why none can be listed.
+    note: String,
+}
+
+fn audio_report() -> AudioReport {
+    match w2v_board_support::input_device_names() {
+        Ok(devices) if devices.is_empty() => AudioReport {
+            input_devices: devices,
+            note: "no capture devices found (w2v listen needs one, or --input FILE)".into(),
+        },
+        Ok(devices) => AudioReport {
+            note: format!("{} capture devices: {}", devices.len(), devices.join(", ")),
+            input_devices: devices,
+        },
+        Err(e) => AudioReport {
+            input_devices: Vec::new(),
+            note: e.to_string(),
+        },
+    }
 }
 
 #[derive(Serialize)]
@@ -130,10 +147,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         platform,
         gpu: GpuReport::detect(),
         onnxruntime,
-        audio_input: AudioReport {
-            input_devices: Vec::new(),
-            note: NO_AUDIO_CAPTURE,
-        },
+        audio_input: audio_report(),
         default_model,
     };
     if args.json {
@@ -387,7 +401,7 @@ fn text(r: &Report) -> String {
                 .join(" > ")
         },
     );
-    line("audio input:", r.audio_input.note.into());
+    line("audio input:", r.audio_input.note.clone());
     line(
         "default model:",
         match (&r.default_model.path, &r.default_model.problem) {

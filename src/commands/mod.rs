@@ -4,5 +4,6 @@ pub mod eval;
 pub mod export;
 pub mod finetune;
 pub mod inspect;
+pub mod listen;
 pub mod model;
 pub mod transcribe;
