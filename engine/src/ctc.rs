@@ -459,23 +459,23 @@ pub fn greedy_decode(
     Transcript::from_words(segment_words(&spans, vocab, seconds_per_frame, time_offset))
 }
 
+/// facebook/wav2vec2-base-960h's vocabulary (`vocab.json` by id), for the crate's unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// facebook/wav2vec2-base-960h `vocab.json`, by id.
+pub(crate) fn base_960h() -> Vocabulary {
     const BASE_960H: [&str; 32] = [
         "<pad>", "<s>", "</s>", "<unk>", "|", "E", "T", "A", "O", "N", "I", "H", "S", "R", "D",
         "L", "U", "M", "W", "C", "F", "G", "Y", "P", "B", "V", "K", "'", "X", "J", "Q", "Z",
     ];
+    Vocabulary::new(
+        BASE_960H.iter().map(|s| s.to_string()).collect(),
+        0,
+        Some("|".into()),
+    )
+}
 
-    fn base_960h() -> Vocabulary {
-        Vocabulary::new(
-            BASE_960H.iter().map(|s| s.to_string()).collect(),
-            0,
-            Some("|".into()),
-        )
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     /// Logits where frame `i` has logit `high` for `ids[i]` and 0 elsewhere.
     fn one_hot(ids: &[usize], vocab_size: usize, high: f32) -> Vec<f32> {

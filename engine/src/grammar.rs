@@ -593,18 +593,8 @@ impl fmt::Display for Phrase {
 mod tests {
     use super::*;
 
-    /// facebook/wav2vec2-base-960h `vocab.json`, by id.
-    const BASE_960H: [&str; 32] = [
-        "<pad>", "<s>", "</s>", "<unk>", "|", "E", "T", "A", "O", "N", "I", "H", "S", "R", "D",
-        "L", "U", "M", "W", "C", "F", "G", "Y", "P", "B", "V", "K", "'", "X", "J", "Q", "Z",
-    ];
-
     fn vocab() -> Vocabulary {
-        Vocabulary::new(
-            BASE_960H.iter().map(|s| s.to_string()).collect(),
-            0,
-            Some("|".into()),
-        )
+        crate::ctc::base_960h()
     }
 
     /// Logits for a frame path written as tokens ("_" = blank): the path's token gets
