@@ -31,8 +31,12 @@ enum Command {
     Transcribe(commands::transcribe::Args),
     /// Word and character error rates on a labelled data set.
     Eval(commands::eval::Args),
+    /// Fine-tune an fp32 model on labelled audio (CTC), on this device.
+    Finetune(commands::finetune::Args),
     /// Time a model: load, first inference, compute per input length, memory, GFLOP/s.
     Bench(commands::bench::Args),
+    /// Voice commands (or free transcripts) from a microphone or a file, utterance by utterance.
+    Listen(commands::listen::Args),
     /// Report the platform, ONNX Runtime and its execution providers, audio input, default model.
     Doctor(commands::doctor::Args),
 }
@@ -91,8 +95,10 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Transcribe(a) => commands::transcribe::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Finetune(a) => commands::finetune::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Doctor(a) => commands::doctor::run(a),
+        Command::Listen(a) => commands::listen::run(a),
     };
     match result {
         Ok(code) => code,

@@ -55,9 +55,28 @@ fn check_report(v: &Value, model: &Path, backend: &str) {
     positive(v, "first_inference_seconds");
     positive(v, "peak_rss_mb");
     match backend {
-        "ort" => assert_eq!(v["ort_version"], "1.32.0"),
-        _ => assert!(v["ort_version"].is_null(), "{}", v["ort_version"]),
+        "ort" => {
+            assert_eq!(v["ort_version"], "1.32.0");
+            // `--provider auto` on the CPU-only ONNX Runtime: CPU alone, no TensorRT settings.
+            assert_eq!(
+                v["ort_session"]["execution_providers"],
+                serde_json::json!(["cpu"])
+            );
+            assert!(
+                v["ort_session"]["tensorrt"].is_null(),
+                "{}",
+                v["ort_session"]
+            );
+        }
+        _ => {
+            assert!(v["ort_version"].is_null(), "{}", v["ort_version"]);
+            assert!(v.get("ort_session").is_none(), "{v}");
+        }
     }
+    assert!(
+        v.get("telemetry").is_none(),
+        "no --telemetry, no telemetry: {v}"
+    );
     let lengths = v["lengths"].as_array().expect("lengths");
     assert_eq!(lengths.len(), 1, "{v}");
     let l = &lengths[0];
@@ -206,4 +225,111 @@ fn missing_onnx_runtime_fails_in_one_line() {
     .to_vec();
     let run = w2v_env(&args, &[("ORT_DYLIB_PATH", OsStr::new("/nonexistent"))]);
     assert_one_error(&run, &["/nonexistent", "tools/fetch-ort.sh"]);
+}
+
+/// A stand-in for JetPack's `tegrastats` in a folder to put first on `PATH`: prints the JetPack 6
+/// Orin Nano log from board-support's fixtures once, then waits to be killed as the real one does.
+#[cfg(unix)]
+fn fake_tegrastats() -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = repo().join("board-support/tests/data/tegrastats/jp6-orin-nano.log");
+    let script = dir.path().join("tegrastats");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --interval ] && [ \"$2\" -gt 0 ] || exit 2\ncat '{}'\nexec sleep 60\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn path_with(dir: &Path) -> std::ffi::OsString {
+    let mut paths = vec![dir.to_path_buf()];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(paths).unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn telemetry_summarizes_tegrastats() {
+    let (_dir, m) = model();
+    let fake = fake_tegrastats();
+    let path = path_with(fake.path());
+    let args = [
+        "bench",
+        "--model",
+        m.to_str().unwrap(),
+        "--seconds",
+        "1",
+        "--runs",
+        "1",
+        "--telemetry",
+        "--telemetry-interval-ms",
+        "100",
+    ];
+    let json_args: Vec<&str> = args.iter().copied().chain(["--json"]).collect();
+    let run = w2v_with_env(&json_args, &[("PATH", path.as_os_str())]);
+    assert!(run.success(), "{run:?}");
+    // This machine is not a Jetson: the one line on stderr says so.
+    let lines = run.stderr_lines();
+    assert!(
+        lines.len() == 1 && lines[0].contains("WARN") && lines[0].contains("not a Jetson"),
+        "{}",
+        run.stderr
+    );
+    let t = &parse_json(&run)["telemetry"];
+    assert_eq!(t["samples"], 3, "{t}");
+    assert_eq!(t["ram_used_mb"]["min"], 3101.0);
+    assert_eq!(t["ram_used_mb"]["max"], 3398.0);
+    assert_eq!(t["ram_total_mb"], 7620);
+    assert_eq!(t["gpu_load_pct"]["max"], 99.0);
+    assert_eq!(t["power_mw"]["VDD_IN"]["max"], 9922.0);
+    assert_eq!(
+        t["temperatures_c"]["tj"]["max"]
+            .as_f64()
+            .map(|c| (c * 1000.0).round()),
+        Some(49031.0)
+    );
+
+    let run = w2v_with_env(args, &[("PATH", path.as_os_str())]);
+    assert!(run.success(), "{run:?}");
+    for want in [
+        "telemetry (3 tegrastats samples",
+        "RAM:",
+        "3101 / 3201 / 3398 MB of 7620 MB",
+        "VDD_IN:",
+        "tj:",
+    ] {
+        assert!(run.stdout.contains(want), "no {want:?} in:\n{}", run.stdout);
+    }
+}
+
+#[test]
+fn telemetry_without_tegrastats_fails_in_one_line() {
+    let (_dir, m) = model();
+    let empty = tempfile::tempdir().unwrap();
+    let run = w2v_with_env(
+        [
+            "bench",
+            "--model",
+            m.to_str().unwrap(),
+            "--seconds",
+            "1",
+            "--runs",
+            "1",
+            "--telemetry",
+        ],
+        &[("PATH", empty.path().as_os_str())],
+    );
+    let line = assert_one_error(
+        &run,
+        &["--telemetry", "tegrastats", "JetPack", "not a Jetson"],
+    );
+    assert!(run.stdout.is_empty(), "{line}");
 }

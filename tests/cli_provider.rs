@@ -118,3 +118,32 @@ fn unknown_provider_is_a_usage_error() {
         run.stderr
     );
 }
+
+#[test]
+fn max_seconds_must_be_positive() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = export_fixture(MODEL, dir.path());
+    for (bad, shown) in [("0", "0"), ("-2", "-2"), ("nan", "NaN")] {
+        let arg = format!("--max-seconds={bad}");
+        let run = transcribe(&m, &["--backend", "ort", &arg]);
+        assert_one_error(
+            &run,
+            &["--max-seconds", shown, "positive number of seconds"],
+        );
+    }
+    // Only TensorRT's engine depends on it: shorter than the 30 s windows is fine when TensorRT
+    // is not used (here it falls back to the CPU).
+    let run = transcribe(
+        &m,
+        &[
+            "--backend",
+            "ort",
+            "--provider",
+            "tensorrt",
+            "--allow-fallback",
+            "--max-seconds",
+            "5",
+        ],
+    );
+    assert_transcript(&run);
+}

@@ -286,10 +286,24 @@ pub enum Precision {
     Int8,
 }
 
+/// What an int8 model's quantization is laid out for, as its `w2v.quantization.target` metadata
+/// says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuantizationTarget {
+    /// Dynamic quantization (`DynamicQuantizeLinear` + `MatMulInteger`), for CPUs. TensorRT cannot
+    /// run those nodes; ONNX Runtime gives them to CUDA or the CPU.
+    Cpu,
+    /// Explicit QDQ pairs with calibrated scales: TensorRT's explicit int8 quantization.
+    TensorRt,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TensorRtError {
     #[error("unknown model precision {0:?}: expected fp32, fp16 or int8")]
     Precision(String),
+    #[error("unknown quantization target {0:?}: expected cpu or tensorrt")]
+    QuantizationTarget(String),
     #[error("invalid TensorRT optimization profile: {0}")]
     Profile(String),
 }
@@ -303,6 +317,18 @@ impl FromStr for Precision {
             "fp16" => Ok(Precision::Fp16),
             "int8" => Ok(Precision::Int8),
             _ => Err(TensorRtError::Precision(s.to_string())),
+        }
+    }
+}
+
+impl FromStr for QuantizationTarget {
+    type Err = TensorRtError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Ok(QuantizationTarget::Cpu),
+            "tensorrt" => Ok(QuantizationTarget::TensorRt),
+            _ => Err(TensorRtError::QuantizationTarget(s.to_string())),
         }
     }
 }
@@ -321,7 +347,7 @@ pub struct OptimizationProfile {
 
 impl OptimizationProfile {
     /// min = one receptive field (the shortest input that yields a frame), opt = 10 s capped at
-    /// max, max = `max_seconds` (rounded down to whole samples).
+    /// max, max = `max_seconds` (rounded to the nearest sample, as inputs of that length are).
     pub fn new(
         max_seconds: f64,
         sample_rate: u32,
@@ -339,7 +365,7 @@ impl OptimizationProfile {
                 "max_seconds must be in (0, 86400], got {max_seconds}"
             ));
         }
-        let samples = |seconds: f64| (seconds * f64::from(sample_rate)).floor() as usize;
+        let samples = |seconds: f64| (seconds * f64::from(sample_rate)).round() as usize;
         let max_samples = samples(max_seconds);
         if max_samples < receptive_field {
             return bad(format!(
@@ -355,11 +381,23 @@ impl OptimizationProfile {
         })
     }
 
-    /// The profile as ONNX Runtime's `trt_profile_{min,opt,max}_shapes` strings for a
-    /// `[batch, samples]` input, e.g. `input_values:1x400`.
-    pub fn ort_shapes(&self, input_name: &str, batch: usize) -> [String; 3] {
-        [self.min_samples, self.opt_samples, self.max_samples]
-            .map(|n| format!("{input_name}:{batch}x{n}"))
+    /// Whether an input of `samples` samples is inside the profile (TensorRT runs it without a
+    /// new engine).
+    pub fn contains(&self, samples: usize) -> bool {
+        (self.min_samples..=self.max_samples).contains(&samples)
+    }
+
+    /// The profile as ONNX Runtime's `trt_profile_{min,opt,max}_shapes` values for `[batch,
+    /// samples]` inputs, every input with the same shape, e.g. with `input_values` and
+    /// `attention_mask`: `input_values:1x400,attention_mask:1x400`.
+    pub fn ort_shapes(&self, inputs: &[&str], batch: usize) -> [String; 3] {
+        [self.min_samples, self.opt_samples, self.max_samples].map(|n| {
+            inputs
+                .iter()
+                .map(|name| format!("{name}:{batch}x{n}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
     }
 }
 
@@ -370,30 +408,99 @@ pub struct TensorRtSettings {
     pub fp16: bool,
     /// `trt_int8_enable`.
     pub int8: bool,
+    /// `trt_layer_norm_fp32_fallback`: with fp16 on, keep LayerNorm's reductions in fp32. The fp16
+    /// export keeps LayerNorm in fp32 for its range; this keeps TensorRT from lowering it again.
+    pub layer_norm_fp32: bool,
     pub profile: OptimizationProfile,
-    /// `trt_engine_cache_path`, from [`cache_dir`].
+    /// `trt_engine_cache_path` (and `trt_timing_cache_path`), from [`cache_dir`].
     pub engine_cache_dir: PathBuf,
+    /// Why the settings use less than the model's precision suggests, for the log.
+    pub note: Option<String>,
 }
 
 impl TensorRtSettings {
-    /// fp32 → neither flag; fp16 → fp16; int8 → int8 and fp16 (layers TensorRT cannot run in
-    /// int8 then run in fp16 rather than fp32).
+    /// From the model's precision (and, for int8, its quantization target):
+    /// - fp32: neither flag;
+    /// - fp16: fp16, LayerNorm in fp32;
+    /// - int8 for TensorRT (QDQ): int8 and fp16 (layers outside the QDQ pairs run in fp16 rather
+    ///   than fp32), LayerNorm in fp32;
+    /// - int8 for the CPU, or of unknown layout: neither flag, and a [`note`](Self::note) saying
+    ///   why (TensorRT int8 without QDQ would need a calibration table; the model's integer
+    ///   matmuls run on CUDA or the CPU).
     pub fn new(
         precision: Precision,
+        quantization: Option<QuantizationTarget>,
         profile: OptimizationProfile,
         engine_cache_dir: PathBuf,
     ) -> Self {
-        let (fp16, int8) = match precision {
-            Precision::Fp32 => (false, false),
-            Precision::Fp16 => (true, false),
-            Precision::Int8 => (true, true),
+        let mut note = None;
+        let (fp16, int8) = match (precision, quantization) {
+            (Precision::Fp32, _) => (false, false),
+            (Precision::Fp16, _) => (true, false),
+            (Precision::Int8, Some(QuantizationTarget::TensorRt)) => (true, true),
+            (Precision::Int8, target) => {
+                note = Some(format!(
+                    "this int8 model is quantized for {} (dynamic quantization), which TensorRT \
+                     cannot run in int8: TensorRT runs its float parts in fp32 and its integer \
+                     matmuls run on CUDA or the CPU; export with `--precision int8 --target \
+                     tensorrt` for TensorRT",
+                    match target {
+                        Some(QuantizationTarget::Cpu) => "the CPU",
+                        _ => "an unknown target",
+                    }
+                ));
+                (false, false)
+            }
         };
         TensorRtSettings {
             fp16,
             int8,
+            layer_norm_fp32: fp16,
             profile,
             engine_cache_dir,
+            note,
         }
+    }
+}
+
+/// The files of a TensorRT engine cache directory (ONNX Runtime's `*.engine`, `*.profile`,
+/// `*.timing`) with their modification times, to tell afterwards whether a session built a new
+/// engine or loaded a cached one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineCacheListing {
+    engines: Vec<(PathBuf, Option<std::time::SystemTime>)>,
+}
+
+impl EngineCacheListing {
+    /// The `*.engine` files in `dir` (none if it does not exist).
+    pub fn read(dir: &Path) -> Self {
+        let mut engines: Vec<_> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension() == Some(OsStr::new("engine")))
+            .map(|p| {
+                let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+                (p, modified)
+            })
+            .collect();
+        engines.sort();
+        EngineCacheListing { engines }
+    }
+
+    /// The engine files.
+    pub fn engines(&self) -> impl Iterator<Item = &Path> {
+        self.engines.iter().map(|(p, _)| p.as_path())
+    }
+
+    /// Engine files that are new or rewritten since `before`: ONNX Runtime built them.
+    pub fn built_since(&self, before: &EngineCacheListing) -> Vec<PathBuf> {
+        self.engines
+            .iter()
+            .filter(|e| !before.engines.contains(e))
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 }
 

@@ -393,6 +393,210 @@ fn parse_rail(s: &str) -> Option<PowerRail> {
     })
 }
 
+// ----- sampling during a run -----
+
+/// Min, mean and max of one quantity over the samples that have it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Stat {
+    pub min: f64,
+    pub mean: f64,
+    pub max: f64,
+}
+
+impl Stat {
+    fn of(values: impl IntoIterator<Item = f64>) -> Option<Stat> {
+        let (mut min, mut max, mut sum, mut n) = (f64::INFINITY, f64::NEG_INFINITY, 0.0, 0usize);
+        for v in values.into_iter().filter(|v| v.is_finite()) {
+            min = min.min(v);
+            max = max.max(v);
+            sum += v;
+            n += 1;
+        }
+        (n > 0).then(|| Stat {
+            min,
+            mean: sum / n as f64,
+            max,
+        })
+    }
+}
+
+/// What the board did over a run, from `tegrastats` samples.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TelemetrySummary {
+    pub samples: usize,
+    /// Lines that were not tegrastats samples.
+    pub unparsed_lines: usize,
+    pub ram_used_mb: Option<Stat>,
+    pub ram_total_mb: Option<u64>,
+    /// Mean load of the online CPU cores.
+    pub cpu_load_pct: Option<Stat>,
+    pub gpu_load_pct: Option<Stat>,
+    pub gpu_freq_mhz: Option<Stat>,
+    /// °C by sensor, as printed (sensors that were off are left out).
+    pub temperatures_c: BTreeMap<String, Stat>,
+    /// Instantaneous power by rail, mW.
+    pub power_mw: BTreeMap<String, Stat>,
+}
+
+impl TelemetrySummary {
+    pub fn of(samples: &[TegraStats], unparsed_lines: usize) -> Self {
+        let mut sensors: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut rails: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        for s in samples {
+            for (name, t) in &s.temperatures {
+                if let Some(t) = t {
+                    sensors.entry(name).or_default().push(f64::from(*t));
+                }
+            }
+            for (name, r) in &s.rails {
+                rails.entry(name).or_default().push(f64::from(r.current_mw));
+            }
+        }
+        let stats = |m: BTreeMap<&str, Vec<f64>>| -> BTreeMap<String, Stat> {
+            m.into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), Stat::of(v)?)))
+                .collect()
+        };
+        TelemetrySummary {
+            samples: samples.len(),
+            unparsed_lines,
+            ram_used_mb: Stat::of(
+                samples
+                    .iter()
+                    .filter_map(|s| Some(s.ram.as_ref()?.used_mb as f64)),
+            ),
+            ram_total_mb: samples
+                .iter()
+                .rev()
+                .find_map(|s| Some(s.ram.as_ref()?.total_mb)),
+            cpu_load_pct: Stat::of(
+                samples
+                    .iter()
+                    .filter_map(|s| Some(f64::from(s.cpu_load_avg()?))),
+            ),
+            gpu_load_pct: Stat::of(
+                samples
+                    .iter()
+                    .filter_map(|s| Some(f64::from(s.gpu.as_ref()?.load_pct))),
+            ),
+            gpu_freq_mhz: Stat::of(
+                samples
+                    .iter()
+                    .filter_map(|s| Some(f64::from(s.gpu.as_ref()?.freq_mhz?))),
+            ),
+            temperatures_c: stats(sensors),
+            power_mw: stats(rails),
+        }
+    }
+
+    /// The whole-module input power (`VDD_IN`, or `POM_5V_IN` on the Nano/TX1), when sampled.
+    pub fn input_power_mw(&self) -> Option<&Stat> {
+        ["VDD_IN", "POM_5V_IN"]
+            .iter()
+            .find_map(|n| self.power_mw.get(*n))
+    }
+}
+
+/// `tegrastats --interval MS` running in the background, its lines parsed as they come.
+pub struct TegrastatsSampler {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<Result<TegraStats, TegrastatsError>>,
+    interval: std::time::Duration,
+}
+
+/// `tegrastats` could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot run {program}: {source}")]
+pub struct SamplerError {
+    pub program: String,
+    pub source: std::io::Error,
+}
+
+impl TegrastatsSampler {
+    /// Starts `program` (normally `tegrastats`, found on `PATH`) with `--interval interval_ms`.
+    pub fn start(
+        program: &std::ffi::OsStr,
+        interval_ms: u32,
+    ) -> Result<TegrastatsSampler, SamplerError> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+
+        let mut child = Command::new(program)
+            .arg("--interval")
+            .arg(interval_ms.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| SamplerError {
+                program: program.to_string_lossy().into_owned(),
+                source,
+            })?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        // Detached: it ends at EOF, or when `stop` has dropped the receiver.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.trim().is_empty() {
+                    continue;
+                }
+                if tx.send(TegraStats::parse_line(&line)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(TegrastatsSampler {
+            child,
+            lines,
+            interval: std::time::Duration::from_millis(u64::from(interval_ms)),
+        })
+    }
+
+    /// Stops `tegrastats` and summarizes what it printed. A run shorter than one interval still
+    /// gets a sample: this waits up to two intervals for the first one.
+    pub fn stop(mut self) -> TelemetrySummary {
+        use std::time::Duration;
+
+        let mut received: Vec<Result<TegraStats, TegrastatsError>> =
+            self.lines.try_iter().collect();
+        if !received.iter().any(Result::is_ok) {
+            let deadline =
+                std::time::Instant::now() + 2 * self.interval + Duration::from_millis(200);
+            while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+                match self.lines.recv_timeout(left) {
+                    Ok(r) => {
+                        let ok = r.is_ok();
+                        received.push(r);
+                        if ok {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // What was already read; a reader stuck on a pipe some grandchild still holds is left.
+        while let Ok(r) = self.lines.recv_timeout(Duration::from_millis(100)) {
+            received.push(r);
+        }
+        let mut samples = Vec::new();
+        let mut unparsed = 0;
+        for r in received {
+            match r {
+                Ok(s) => samples.push(s),
+                Err(e) => {
+                    tracing::debug!("tegrastats: {e}");
+                    unparsed += 1;
+                }
+            }
+        }
+        TelemetrySummary::of(&samples, unparsed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use w2v_board_support::provider::default_cache_base_from;
 use w2v_board_support::{
-    cache_dir, OptimizationProfile, Precision, Provider, ProviderAvailability, ProviderError,
-    ProviderPolicy, ProviderRequest, TensorRtError, TensorRtSettings,
+    cache_dir, EngineCacheListing, OptimizationProfile, Precision, Provider, ProviderAvailability,
+    ProviderError, ProviderPolicy, ProviderRequest, QuantizationTarget, TensorRtError,
+    TensorRtSettings,
 };
 
 const NO_CUDA: &str = "libcudart.so.12: cannot open shared object file: No such file or directory";
@@ -217,17 +218,46 @@ fn plan_serializes() {
 #[test]
 fn precision_flags() {
     let profile = OptimizationProfile::new(30.0, 16_000, 400).unwrap();
-    let flags = |p: &str| {
-        let s = TensorRtSettings::new(p.parse().unwrap(), profile, PathBuf::from("/c"));
-        (s.fp16, s.int8)
+    let settings = |p: &str, target: Option<&str>| {
+        TensorRtSettings::new(
+            p.parse().unwrap(),
+            target.map(|t| t.parse().unwrap()),
+            profile,
+            PathBuf::from("/c"),
+        )
     };
-    assert_eq!(flags("fp32"), (false, false));
-    assert_eq!(flags("fp16"), (true, false));
-    assert_eq!(flags("INT8"), (true, true));
+    let flags = |p: &str, target: Option<&str>| {
+        let s = settings(p, target);
+        (s.fp16, s.int8, s.layer_norm_fp32, s.note.is_some())
+    };
+    assert_eq!(flags("fp32", None), (false, false, false, false));
+    assert_eq!(flags("fp16", None), (true, false, true, false));
+    // QDQ int8: TensorRT's explicit quantization, fp16 for the rest.
+    assert_eq!(flags("INT8", Some("tensorrt")), (true, true, true, false));
+    // Dynamic (CPU) int8 or unknown layout: no int8 flag, which would want a calibration table.
+    assert_eq!(flags("int8", Some("cpu")), (false, false, false, true));
+    assert_eq!(flags("int8", None), (false, false, false, true));
+    let note = settings("int8", Some("cpu")).note.unwrap();
+    assert!(
+        note.contains("the CPU") && note.contains("--target tensorrt"),
+        "{note}"
+    );
     assert_eq!(
         "bf16".parse::<Precision>(),
         Err(TensorRtError::Precision("bf16".into()))
     );
+    assert_eq!(
+        " TensorRT".parse::<QuantizationTarget>(),
+        Ok(QuantizationTarget::TensorRt)
+    );
+    assert_eq!(
+        "gpu".parse::<QuantizationTarget>(),
+        Err(TensorRtError::QuantizationTarget("gpu".into()))
+    );
+    let v = serde_json::to_value(settings("fp16", None)).unwrap();
+    assert_eq!(v["fp16"], true);
+    assert_eq!(v["profile"]["max_samples"], 480_000);
+    assert_eq!(v["engine_cache_dir"], "/c");
 }
 
 #[test]
@@ -239,13 +269,24 @@ fn optimization_profiles() {
         (400, 160_000, 480_000)
     );
     assert_eq!(
-        p.ort_shapes("input_values", 1),
+        p.ort_shapes(&["input_values"], 1),
         [
             "input_values:1x400",
             "input_values:1x160000",
             "input_values:1x480000"
         ]
     );
+    // Every input gets the same shape (the attention mask is per sample).
+    assert_eq!(
+        p.ort_shapes(&["input_values", "attention_mask"], 2)[2],
+        "input_values:2x480000,attention_mask:2x480000"
+    );
+    assert!(p.contains(400) && p.contains(480_000) && p.contains(200_000));
+    assert!(!p.contains(399) && !p.contains(480_001));
+    // Inputs are a whole number of samples: the maximum rounds to the nearest, so an input of
+    // `round(seconds * rate)` samples is always inside.
+    let p = OptimizationProfile::new(1.000_03, 16_000, 400).unwrap();
+    assert!(p.contains((1.000_03_f64 * 16_000.0).round() as usize));
     // opt is capped at max.
     let p = OptimizationProfile::new(4.5, 16_000, 400).unwrap();
     assert_eq!(
@@ -339,4 +380,38 @@ fn default_cache_base_locations() {
     );
     assert_eq!(default_cache_base_from(None, None), None);
     assert_eq!(default_cache_base_from(None, os("")), None);
+}
+
+#[test]
+fn engine_cache_listing_tells_built_from_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = EngineCacheListing::read(&dir.path().join("missing"));
+    assert_eq!(missing.engines().count(), 0);
+
+    let engine = dir
+        .path()
+        .join("TensorrtExecutionProvider_TRTKernel_graph_main_1_0_sm87.engine");
+    std::fs::write(dir.path().join("x.profile"), b"p").unwrap();
+    std::fs::write(dir.path().join("x.timing"), b"t").unwrap();
+    let empty = EngineCacheListing::read(dir.path());
+    assert_eq!(empty.engines().count(), 0, "only *.engine files count");
+
+    std::fs::write(&engine, b"engine").unwrap();
+    let built = EngineCacheListing::read(dir.path());
+    assert_eq!(built.built_since(&empty), std::slice::from_ref(&engine));
+    assert_eq!(built.engines().collect::<Vec<_>>(), [engine.as_path()]);
+
+    // Loading a cached engine leaves it as it was.
+    assert!(EngineCacheListing::read(dir.path())
+        .built_since(&built)
+        .is_empty());
+
+    // Rebuilding rewrites it.
+    let f = std::fs::File::options().write(true).open(&engine).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(
+        EngineCacheListing::read(dir.path()).built_since(&built),
+        [engine]
+    );
 }

@@ -150,7 +150,7 @@ fn mutated_profiles_never_panic() {
         let rf = rng.next() as usize >> rng.below(64);
         if let Ok(p) = OptimizationProfile::new(secs, sr, rf) {
             assert!(p.min_samples <= p.opt_samples && p.opt_samples <= p.max_samples);
-            let _ = p.ort_shapes("x", 1);
+            let _ = p.ort_shapes(&["x"], 1);
         }
         let _ = OptimizationProfile::new(rng.below(100) as f64 / 7.0, 16_000, rng.below(2000));
     }

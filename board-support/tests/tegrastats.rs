@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use w2v_board_support::{TegraStats, TegrastatsError};
+use w2v_board_support::{Stat, TegraStats, TegrastatsError, TegrastatsSampler, TelemetrySummary};
 
 fn line(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -215,4 +215,81 @@ fn serializes_for_doctor_json() {
     assert_eq!(v["rails"]["VDD_IN"]["average_mw"], 4326);
     assert_eq!(v["cpus"][5]["online"], false);
     assert_eq!(v["gpu"]["freq_mhz"], 305);
+}
+
+fn stat(min: f64, mean: f64, max: f64) -> Stat {
+    Stat { min, mean, max }
+}
+
+fn assert_close(got: &Stat, want: Stat) {
+    for (g, w) in [
+        (got.min, want.min),
+        (got.mean, want.mean),
+        (got.max, want.max),
+    ] {
+        assert!((g - w).abs() < 1e-3, "{got:?} != {want:?}");
+    }
+}
+
+#[test]
+fn summary_of_a_logfile() {
+    let text = line("jp6-orin-nano.log");
+    let samples: Vec<TegraStats> = TegraStats::parse_lines(&text).map(Result::unwrap).collect();
+    let t = TelemetrySummary::of(&samples, 1);
+    assert_eq!((t.samples, t.unparsed_lines), (3, 1));
+    assert_close(
+        t.ram_used_mb.as_ref().unwrap(),
+        stat(3101.0, 3201.333, 3398.0),
+    );
+    assert_eq!(t.ram_total_mb, Some(7620));
+    // Mean of the four online cores per sample: 3.5, 2.25, 59.0.
+    assert_close(t.cpu_load_pct.as_ref().unwrap(), stat(2.25, 21.583, 59.0));
+    assert_close(t.gpu_load_pct.as_ref().unwrap(), stat(0.0, 33.0, 99.0));
+    assert_eq!(
+        t.gpu_freq_mhz, None,
+        "JetPack 6 on the Orin Nano prints no GPU frequency"
+    );
+    assert_close(&t.temperatures_c["tj"], stat(47.468, 48.0, 49.031));
+    assert_close(t.input_power_mw().unwrap(), stat(4801.0, 6521.667, 9922.0));
+    assert_eq!(t.power_mw.len(), 3);
+    assert_eq!(TelemetrySummary::of(&[], 0).ram_used_mb, None);
+}
+
+/// A stand-in for `tegrastats` that prints the JetPack 6 log (and a line that is not a sample)
+/// once, then waits to be killed, as the real one prints until killed.
+#[cfg(unix)]
+fn fake_tegrastats(dir: &std::path::Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let log =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tegrastats/jp6-orin-nano.log");
+    let script = dir.join("tegrastats");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --interval ] && [ \"$2\" -gt 0 ] || exit 2\necho 'nvpmodel: warming up'\ncat '{}'\nexec sleep 60\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[cfg(unix)]
+#[test]
+fn sampler_runs_and_stops_tegrastats() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = fake_tegrastats(dir.path());
+    let sampler = TegrastatsSampler::start(script.as_os_str(), 100).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let start = std::time::Instant::now();
+    let t = sampler.stop();
+    assert!(start.elapsed().as_secs() < 5, "stop does not hang");
+    assert_eq!((t.samples, t.unparsed_lines), (3, 1));
+    assert_eq!(t.ram_used_mb.unwrap().max, 3398.0);
+
+    let err = TegrastatsSampler::start(dir.path().join("missing").as_os_str(), 100)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("missing"), "{err}");
 }

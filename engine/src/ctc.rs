@@ -176,6 +176,51 @@ impl Vocabulary {
     pub fn tokens(&self) -> &[String] {
         &self.tokens
     }
+
+    /// The label ids of a transcript, for training: one token per character (matched as
+    /// written, else in upper case, else in lower case, since character vocabularies are
+    /// single-case), runs of whitespace as the word delimiter, leading and trailing whitespace
+    /// dropped. `Err` lists the characters the vocabulary cannot spell, each once, in order of
+    /// appearance.
+    pub fn encode(&self, text: &str) -> Result<Vec<usize>, Vec<char>> {
+        let mut ids = Vec::new();
+        let mut missing = Vec::new();
+        let mut pending_space = false;
+        for c in text.trim().chars() {
+            if c.is_whitespace() {
+                pending_space = true;
+                continue;
+            }
+            if pending_space {
+                match self.word_delimiter_id {
+                    Some(d) => ids.push(d),
+                    None if !missing.contains(&' ') => missing.push(' '),
+                    None => {}
+                }
+                pending_space = false;
+            }
+            let found = [
+                c.to_string(),
+                c.to_uppercase().collect(),
+                c.to_lowercase().collect(),
+            ]
+            .iter()
+            .find_map(|t| {
+                self.id(t)
+                    .filter(|&id| matches!(self.kind(id), TokenKind::Text))
+            });
+            match found {
+                Some(id) => ids.push(id),
+                None if !missing.contains(&c) => missing.push(c),
+                None => {}
+            }
+        }
+        if missing.is_empty() {
+            Ok(ids)
+        } else {
+            Err(missing)
+        }
+    }
 }
 
 /// Natural-log softmax of one frame of logits, in place.
@@ -414,23 +459,23 @@ pub fn greedy_decode(
     Transcript::from_words(segment_words(&spans, vocab, seconds_per_frame, time_offset))
 }
 
+/// facebook/wav2vec2-base-960h's vocabulary (`vocab.json` by id), for the crate's unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// facebook/wav2vec2-base-960h `vocab.json`, by id.
+pub(crate) fn base_960h() -> Vocabulary {
     const BASE_960H: [&str; 32] = [
         "<pad>", "<s>", "</s>", "<unk>", "|", "E", "T", "A", "O", "N", "I", "H", "S", "R", "D",
         "L", "U", "M", "W", "C", "F", "G", "Y", "P", "B", "V", "K", "'", "X", "J", "Q", "Z",
     ];
+    Vocabulary::new(
+        BASE_960H.iter().map(|s| s.to_string()).collect(),
+        0,
+        Some("|".into()),
+    )
+}
 
-    fn base_960h() -> Vocabulary {
-        Vocabulary::new(
-            BASE_960H.iter().map(|s| s.to_string()).collect(),
-            0,
-            Some("|".into()),
-        )
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     /// Logits where frame `i` has logit `high` for `ids[i]` and 0 elsewhere.
     fn one_hot(ids: &[usize], vocab_size: usize, high: f32) -> Vec<f32> {
@@ -449,6 +494,15 @@ mod tests {
             .map(|t| if *t == "_" { 0 } else { vocab.id(t).expect(t) })
             .collect();
         greedy_decode(&one_hot(&ids, vocab.len(), 10.0), &vocab, 0.02, 0.0)
+    }
+
+    #[test]
+    fn encode_spells_transcripts_case_insensitively() {
+        let v = base_960h();
+        let ids = v.encode("  it's  ok ").unwrap();
+        let tokens: Vec<&str> = ids.iter().map(|&i| v.token(i).unwrap()).collect();
+        assert_eq!(tokens, ["I", "T", "'", "S", "|", "O", "K"]);
+        assert_eq!(v.encode("é2 1é"), Err(vec!['é', '2', '1']));
     }
 
     #[test]

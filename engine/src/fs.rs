@@ -1,4 +1,5 @@
-//! Crash-safe file writing shared by every crate that produces files (models, checkpoints).
+//! File helpers shared by every crate: crash-safe writing (models, checkpoints) and content
+//! hashing (checkpoint provenance, TensorRT engine-cache keys).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -71,6 +72,39 @@ pub fn atomic_write_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })
 }
 
+/// A file that could not be read, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: cannot read: {source}")]
+pub struct ReadError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// Lowercase hex sha256 of the files' contents, one after the other.
+pub fn sha256_files<P: AsRef<Path>>(files: &[P]) -> Result<String, ReadError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for f in files {
+        let path = f.as_ref();
+        let err = |source| ReadError {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = File::open(path).map_err(err)?;
+        loop {
+            let n = file.read(&mut buf).map_err(err)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +136,23 @@ mod tests {
         atomic_write_bytes(&p, b"one").unwrap();
         atomic_write_bytes(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
+    }
+
+    #[test]
+    fn sha256_of_files_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"ab").unwrap();
+        std::fs::write(&b, b"c").unwrap();
+        // sha256("abc"), FIPS 180-2 appendix B.1.
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(sha256_files(&[&a, &b]).unwrap(), abc);
+        assert_ne!(sha256_files(&[&b, &a]).unwrap(), abc);
+        let missing = dir.path().join("missing");
+        let err = sha256_files(&[&a, &missing]).unwrap_err();
+        assert_eq!(err.path, missing);
+        assert!(err
+            .to_string()
+            .starts_with(&format!("{}: cannot read", missing.display())));
     }
 }

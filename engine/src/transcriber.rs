@@ -146,13 +146,19 @@ impl<B: Backend> Transcriber<B> {
         self.backend.info()
     }
 
-    pub fn backend_name(&self) -> &'static str {
-        self.backend.name()
+    /// The model's CTC vocabulary.
+    pub fn vocab(&self) -> &Vocabulary {
+        &self.vocab
     }
 
-    fn seconds_per_frame(&self) -> f64 {
+    /// Seconds of audio per logits frame.
+    pub fn seconds_per_frame(&self) -> f64 {
         let info = self.backend.info();
         info.frame_stride as f64 / info.sample_rate as f64
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
     }
 
     /// Logits `[frames, vocab]` of a whole file (at the model's sample rate, not normalized yet),

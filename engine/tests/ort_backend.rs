@@ -289,19 +289,36 @@ fn every_option_gives_the_same_numbers() {
         lengths: &lengths,
     };
     let want = expected(&samples, 2, 8, Some(&lengths));
+    let one = ramp(8);
     for optimization_level in OptLevel::ALL {
         for execution_providers in [
             vec![],
             vec![ExecutionProvider::cpu()],
             vec![ExecutionProvider::Cpu { arena: false }],
         ] {
-            let options = OrtOptions {
-                common: BackendOptions { threads: Some(1) },
-                optimization_level,
-                execution_providers,
-            };
-            let mut ort = OrtBackend::load(&path, &options).unwrap();
-            assert_eq!(ort.run(&input).unwrap(), want, "{options:?}");
+            // The I/O binding that GPU providers use, here on the CPU: same numbers, run after
+            // run, whether the output shape repeats or changes.
+            for io_binding in [None, Some(false), Some(true)] {
+                let options = OrtOptions {
+                    common: BackendOptions { threads: Some(1) },
+                    optimization_level,
+                    execution_providers: execution_providers.clone(),
+                    io_binding,
+                };
+                let mut ort = OrtBackend::load(&path, &options).unwrap();
+                assert_eq!(ort.run(&input).unwrap(), want, "{options:?}");
+                assert_eq!(ort.run(&input).unwrap(), want, "{options:?}, again");
+                assert_eq!(
+                    ort.run(&Batch::single(&one, &[8])).unwrap(),
+                    expected(&one, 1, 8, None),
+                    "{options:?}, another shape"
+                );
+                assert_eq!(
+                    ort.run(&input).unwrap(),
+                    want,
+                    "{options:?}, first shape again"
+                );
+            }
         }
     }
 }

@@ -8,10 +8,11 @@
 use std::io::Write;
 
 use prost::Message;
+pub use w2v_engine::onnx_pb::{attr_float, attr_int, attr_ints};
 use w2v_engine::onnx_pb::{
-    attribute_type, data_type, dimension, AttributeProto, Dimension, GraphProto, ModelProto,
-    NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto,
-    TypeProto, TypeProtoTensor, ValueInfoProto,
+    data_type, dimension, AttributeProto, Dimension, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
+    TypeProtoTensor, ValueInfoProto,
 };
 
 use crate::checkpoint::Tensor;
@@ -105,33 +106,6 @@ pub struct GraphBuilder {
     scope: String,
     counter: usize,
     island: bool,
-}
-
-pub fn attr_int(name: &str, i: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: attribute_type::INT,
-        i,
-        ..Default::default()
-    }
-}
-
-pub fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: attribute_type::INTS,
-        ints: ints.to_vec(),
-        ..Default::default()
-    }
-}
-
-pub fn attr_float(name: &str, f: f32) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: attribute_type::FLOAT,
-        f,
-        ..Default::default()
-    }
 }
 
 fn value_info(name: &str, elem_type: i32, dims: &[Dim]) -> ValueInfoProto {

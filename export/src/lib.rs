@@ -4,12 +4,10 @@
 //! configuration, `wav2vec2` builds the forward graph block by block, `graph` writes ONNX.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use w2v_engine::fs::{atomic_write, AtomicWriteError};
 use w2v_engine::model_info::{self, ModelInfo, FORMAT_VERSION, MODEL_TYPE_WAV2VEC2_CTC};
 
@@ -330,19 +328,7 @@ fn vocab_from_json(
 
 /// sha256 over the weight files, in order.
 fn hash_files(files: &[PathBuf]) -> Result<String, ExportError> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    for f in files {
-        let mut file = std::fs::File::open(f).map_err(|e| CheckpointError::io(f, e))?;
-        loop {
-            let n = file.read(&mut buf).map_err(|e| CheckpointError::io(f, e))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-    }
-    Ok(format!("{:x}", h.finalize()))
+    w2v_engine::fs::sha256_files(files).map_err(|e| CheckpointError::io(&e.path, e.source).into())
 }
 
 /// Export `src` to an ONNX model at `output`: a Hugging Face `Wav2Vec2ForCTC` folder at any

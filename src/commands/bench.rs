@@ -4,15 +4,18 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use std::ffi::OsStr;
+
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use w2v_board_support::{Platform, Stat, TegrastatsSampler, TelemetrySummary};
 use w2v_engine::audio::normalize;
 use w2v_engine::bench::{
     megabytes, peak_rss_bytes, summarize, synthetic_audio, Arithmetic, Dimensions,
 };
 use w2v_engine::{Backend, Batch, ModelInfo};
 
-use super::model::{open_backend, resolve_model, BackendKind, ModelArgs};
+use super::model::{open_backend, resolve_model, BackendKind, ModelArgs, OrtSessionReport};
 
 /// Seed of the synthetic audio (the same for every length and run, so results are comparable).
 const AUDIO_SEED: u64 = 0x5eed;
@@ -30,6 +33,13 @@ pub struct Args {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Sample the board with `tegrastats` (Jetson) during the timed runs: RAM, CPU and GPU load,
+    /// temperatures, power rails.
+    #[arg(long)]
+    telemetry: bool,
+    /// `tegrastats` sampling interval for --telemetry, in milliseconds.
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u32).range(1..))]
+    telemetry_interval_ms: u32,
 }
 
 #[derive(Serialize)]
@@ -38,6 +48,10 @@ struct Report {
     backend: &'static str,
     /// The ONNX Runtime version, for the ort backend.
     ort_version: Option<String>,
+    /// For the ort backend: the execution providers registered and, with TensorRT, its settings
+    /// and whether loading built the engine (how long that took is in `load_seconds`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ort_session: Option<OrtSessionReport>,
     /// `--threads`; null means the runtime's default.
     threads: Option<usize>,
     runs: usize,
@@ -49,6 +63,9 @@ struct Report {
     /// Peak resident memory of the whole process (VmHWM), in MB (MiB).
     peak_rss_mb: Option<f64>,
     lengths: Vec<LengthReport>,
+    /// `--telemetry`: the board over the runs (warm-up and timed, every length).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    telemetry: Option<TelemetrySummary>,
 }
 
 #[derive(Serialize)]
@@ -125,8 +142,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let model_path = resolve_model(args.model.model.as_deref())?;
     let start = Instant::now();
-    let mut backend = open_backend(&args.model)?;
+    let longest = lengths.iter().copied().fold(0.0, f64::max);
+    let opened = open_backend(&args.model, longest)?;
     let load_seconds = start.elapsed().as_secs_f64();
+    let mut backend = opened.backend;
     let info = backend.info().clone();
     let receptive_field = info.receptive_field as f64 / f64::from(info.sample_rate);
     if let Some(&short) = lengths
@@ -147,6 +166,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .map_err(|e| tracing::warn!("cannot count the model's arithmetic: {e}"))
         .ok();
 
+    let sampler = if args.telemetry {
+        Some(start_telemetry(args.telemetry_interval_ms)?)
+    } else {
+        None
+    };
     let mut rows = Vec::with_capacity(lengths.len());
     for &seconds in &lengths {
         let mut samples = synthetic_audio(seconds, info.sample_rate, AUDIO_SEED);
@@ -186,10 +210,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
         });
     }
 
+    let telemetry = sampler.map(TegrastatsSampler::stop);
+    if let Some(t) = &telemetry {
+        if t.samples == 0 {
+            tracing::warn!("--telemetry: tegrastats printed no samples during the run");
+        }
+    }
     let report = Report {
         model: model_path.display().to_string(),
         backend: backend.name(),
         ort_version,
+        ort_session: opened.ort,
         threads: args.model.threads,
         runs: args.runs,
         sample_rate: info.sample_rate,
@@ -197,6 +228,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         first_inference_seconds: rows.first().map_or(0.0, |r| r.first_seconds),
         peak_rss_mb: peak_rss_bytes().map(megabytes),
         lengths: rows,
+        telemetry,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -204,6 +236,28 @@ pub fn run(args: Args) -> Result<ExitCode> {
         print!("{}", table(&report));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `tegrastats` from `PATH`. It comes with JetPack; elsewhere this fails saying the machine is not
+/// a Jetson, or (a `tegrastats` found anyway) warns so.
+fn start_telemetry(interval_ms: u32) -> Result<TegrastatsSampler> {
+    let jetson = Platform::detect().is_jetson();
+    let sampler = TegrastatsSampler::start(OsStr::new("tegrastats"), interval_ms).map_err(|e| {
+        anyhow::anyhow!(
+            "--telemetry: {e} (tegrastats comes with JetPack on Jetson boards{})",
+            if jetson {
+                ""
+            } else {
+                "; this machine is not a Jetson"
+            }
+        )
+    })?;
+    if !jetson {
+        tracing::warn!(
+            "--telemetry: this machine is not a Jetson; sampling the tegrastats found on PATH"
+        );
+    }
+    Ok(sampler)
 }
 
 fn samples_for(seconds: f64, info: &ModelInfo) -> usize {
@@ -239,6 +293,34 @@ fn table(r: &Report) -> String {
             .unwrap_or_else(|| "default".into()),
         r.runs
     ));
+    if let Some(o) = &r.ort_session {
+        let providers: Vec<String> = o
+            .execution_providers
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        s.push_str(&format!("providers:    {}\n", providers.join(" > ")));
+        if let Some(t) = &o.tensorrt {
+            s.push_str(&format!(
+                "tensorrt:     {} in {:.1} s ({}{}), cache {}\n",
+                if t.engine_built {
+                    "engine built"
+                } else {
+                    "cached engine loaded"
+                },
+                t.session_seconds,
+                if t.settings.int8 {
+                    "int8+fp16"
+                } else if t.settings.fp16 {
+                    "fp16"
+                } else {
+                    "fp32"
+                },
+                format_args!(", inputs up to {} samples", t.settings.profile.max_samples),
+                t.settings.engine_cache_dir.display()
+            ));
+        }
+    }
     s.push_str(&format!("load:         {:.3} s\n", r.load_seconds));
     if let Some(first) = r.lengths.first() {
         s.push_str(&format!(
@@ -266,6 +348,50 @@ fn table(r: &Report) -> String {
             sig3(l.achieved_gflop_per_second, 7),
             l.peak_rss_mb.map_or("?".into(), |m| format!("{m:.0}")),
         ));
+    }
+    if let Some(t) = &r.telemetry {
+        s.push_str(&telemetry_text(t));
+    }
+    s
+}
+
+/// `min / mean / max unit`.
+fn stat_text(st: &Stat, unit: &str) -> String {
+    format!("{:.0} / {:.0} / {:.0} {unit}", st.min, st.mean, st.max)
+}
+
+fn telemetry_text(t: &TelemetrySummary) -> String {
+    let mut s = format!(
+        "\ntelemetry ({} tegrastats samples; min / mean / max)\n",
+        t.samples
+    );
+    let mut line = |k: &str, v: String| s.push_str(&format!("  {k:<11}{v}\n"));
+    if let Some(ram) = &t.ram_used_mb {
+        let total = t
+            .ram_total_mb
+            .map(|m| format!(" of {m} MB"))
+            .unwrap_or_default();
+        line("RAM:", format!("{}{total}", stat_text(ram, "MB")));
+    }
+    if let Some(cpu) = &t.cpu_load_pct {
+        line("CPU:", stat_text(cpu, "% (mean of online cores)"));
+    }
+    if let Some(gpu) = &t.gpu_load_pct {
+        let freq = t
+            .gpu_freq_mhz
+            .as_ref()
+            .map(|f| format!(", {}", stat_text(f, "MHz")))
+            .unwrap_or_default();
+        line("GPU:", format!("{}{freq}", stat_text(gpu, "%")));
+    }
+    for (name, st) in &t.temperatures_c {
+        line(
+            &format!("{name}:"),
+            format!("{:.1} / {:.1} / {:.1} C", st.min, st.mean, st.max),
+        );
+    }
+    for (name, st) in &t.power_mw {
+        line(&format!("{name}:"), stat_text(st, "mW"));
     }
     s
 }

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use serde::Serialize;
-use w2v_board_support::{Platform, Provider, ProviderAvailability, ProviderPolicy};
+use w2v_board_support::{
+    cuda_device, default_cache_base, tensorrt_version, GpuDevice, Platform, Provider,
+    ProviderAvailability, ProviderPolicy,
+};
 use w2v_engine::backend::ort::{
     find_ort_library, ort_available_providers, ort_library, ort_version, ORT_DYLIB_PATH,
 };
@@ -21,11 +24,10 @@ pub struct Args {
     json: bool,
 }
 
-const NO_AUDIO_CAPTURE: &str = "audio capture not built yet";
-
 #[derive(Serialize)]
 struct Report {
     platform: Platform,
+    gpu: GpuReport,
     onnxruntime: OrtReport,
     audio_input: AudioReport,
     default_model: DefaultModel,
@@ -50,6 +52,40 @@ struct OrtReport {
     auto_plan: Vec<Provider>,
 }
 
+/// The NVIDIA GPU and TensorRT, as the CUDA driver and libnvinfer report them (what keys the
+/// TensorRT engine cache), and where that cache is.
+#[derive(Serialize)]
+struct GpuReport {
+    device: Option<GpuDevice>,
+    /// Why no GPU could be queried.
+    device_problem: Option<String>,
+    tensorrt_version: Option<String>,
+    tensorrt_problem: Option<String>,
+    /// The TensorRT engine cache folder `--tensorrt-cache` defaults to.
+    tensorrt_cache: Option<PathBuf>,
+}
+
+impl GpuReport {
+    fn detect() -> Self {
+        let (device, device_problem) = split(cuda_device(0));
+        let (tensorrt_version, tensorrt_problem) = split(tensorrt_version());
+        GpuReport {
+            device,
+            device_problem,
+            tensorrt_version,
+            tensorrt_problem,
+            tensorrt_cache: default_cache_base(),
+        }
+    }
+}
+
+fn split<T>(r: Result<T, String>) -> (Option<T>, Option<String>) {
+    match r {
+        Ok(v) => (Some(v), None),
+        Err(e) => (None, Some(e)),
+    }
+}
+
 #[derive(Serialize)]
 struct ProviderStatus {
     available: bool,
@@ -59,8 +95,27 @@ struct ProviderStatus {
 
 #[derive(Serialize)]
 struct AudioReport {
+    /// Capture devices `w2v listen --device` accepts.
     input_devices: Vec<String>,
-    note: &'static str,
+    /// One line: how many devices, or why none can be listed.
+    note: String,
+}
+
+fn audio_report() -> AudioReport {
+    match w2v_board_support::input_device_names() {
+        Ok(devices) if devices.is_empty() => AudioReport {
+            input_devices: devices,
+            note: "no capture devices found (w2v listen needs one, or --input FILE)".into(),
+        },
+        Ok(devices) => AudioReport {
+            note: format!("{} capture devices: {}", devices.len(), devices.join(", ")),
+            input_devices: devices,
+        },
+        Err(e) => AudioReport {
+            input_devices: Vec::new(),
+            note: e.to_string(),
+        },
+    }
 }
 
 #[derive(Serialize)]
@@ -90,11 +145,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let report = Report {
         platform,
+        gpu: GpuReport::detect(),
         onnxruntime,
-        audio_input: AudioReport {
-            input_devices: Vec::new(),
-            note: NO_AUDIO_CAPTURE,
-        },
+        audio_input: audio_report(),
         default_model,
     };
     if args.json {
@@ -281,6 +334,33 @@ fn text(r: &Report) -> String {
         ),
     }
 
+    let g = &r.gpu;
+    line(
+        "gpu:",
+        match (&g.device, &g.device_problem) {
+            (Some(d), _) => format!(
+                "{} (compute capability {}.{})",
+                d.name, d.compute_capability.0, d.compute_capability.1
+            ),
+            (None, problem) => format!("none ({})", problem.as_deref().unwrap_or("unknown")),
+        },
+    );
+    line(
+        "tensorrt:",
+        match (&g.tensorrt_version, &g.tensorrt_problem) {
+            (Some(v), _) => v.clone(),
+            (None, problem) => format!("not found ({})", problem.as_deref().unwrap_or("unknown")),
+        },
+    );
+    line(
+        "  engine cache:",
+        g.tensorrt_cache
+            .as_deref()
+            .map_or("none (no HOME or XDG_CACHE_HOME)".into(), |p| {
+                p.display().to_string()
+            }),
+    );
+
     let o = &r.onnxruntime;
     match &o.problem {
         None => {
@@ -321,7 +401,7 @@ fn text(r: &Report) -> String {
                 .join(" > ")
         },
     );
-    line("audio input:", r.audio_input.note.into());
+    line("audio input:", r.audio_input.note.clone());
     line(
         "default model:",
         match (&r.default_model.path, &r.default_model.problem) {

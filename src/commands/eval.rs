@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde::Serialize;
 use w2v_engine::manifest::read_manifest;
 use w2v_engine::metrics::{char_errors, word_errors, EditCounts};
-use w2v_engine::transcriber::Transcriber;
+use w2v_engine::transcriber::{ChunkPlan, Transcriber};
 
 use super::model::{open_backend, ModelArgs};
 use super::transcribe::{progress_bar, transcribe_file};
@@ -45,7 +45,8 @@ struct Report {
 pub fn run(args: Args) -> Result<ExitCode> {
     let rows = read_manifest(&args.data)?;
     let model_path = super::model::resolve_model(args.model.model.as_deref())?;
-    let mut t = Transcriber::new(open_backend(&args.model)?);
+    let chunk_seconds = ChunkPlan::default().chunk_seconds;
+    let mut t = Transcriber::new(open_backend(&args.model, chunk_seconds)?.backend);
     let start = Instant::now();
     let bar = progress_bar(rows.len() as u64, "evaluating");
     let (mut words, mut chars) = (EditCounts::default(), EditCounts::default());

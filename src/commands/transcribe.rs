@@ -69,7 +69,7 @@ pub fn transcribe_file<B: Backend>(t: &mut Transcriber<B>, path: &Path) -> Resul
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let mut t = Transcriber::new(open_backend(&args.model)?);
+    let mut t = Transcriber::new(open_backend(&args.model, args.chunk_seconds)?.backend);
     t.plan.chunk_seconds = args.chunk_seconds;
     let bar = progress_bar(args.files.len() as u64, "transcribing");
     let many = args.files.len() > 1;

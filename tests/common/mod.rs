@@ -491,3 +491,4 @@ pub fn bare_onnx(props: &[(&str, &str)]) -> Vec<u8> {
     }
     m
 }
+pub mod stream;

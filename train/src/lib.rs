@@ -1,1 +1,10 @@
-//! On-device CTC fine-tuning (issue: on-device fine-tuning). Not implemented yet.
+//! On-device CTC fine-tuning: the CTC loss and its gradient, and reverse-mode differentiation of
+//! the exporter's ONNX graphs.
+
+pub mod autodiff;
+pub mod checkpoint;
+pub mod ctc;
+pub mod gradients;
+pub mod optim;
+pub mod parameters;
+pub mod trainer;

@@ -9,7 +9,10 @@ use crate::model_info::ModelInfo;
 
 #[cfg(feature = "ort")]
 pub mod ort;
+pub mod runner;
 pub mod tract;
+
+pub use runner::{GraphRunner, HostTensor, TensorData, TensorView, TensorViewData};
 
 /// A batch of model inputs: `batch` rows of `len` samples each, row-major, already normalized as
 /// the model expects. `lengths[i]` is the number of valid (unpadded) samples in row `i`.

@@ -18,10 +18,12 @@ use std::sync::OnceLock;
 
 use ort::environment::Environment;
 use ort::ep::ExecutionProviderDispatch;
-use ort::session::builder::GraphOptimizationLevel;
-use ort::session::{Session, SessionInputValue};
-use ort::value::{Outlet, TensorElementType, TensorRef};
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::{IoBinding, Session, SessionInputValue};
+use ort::value::{Outlet, Tensor, TensorElementType, TensorRef};
 
+use super::runner::{order_inputs, GraphRunner, HostTensor, TensorView, TensorViewData};
 use super::{attention_mask, Backend, BackendError, BackendOptions, Batch, Logits};
 use crate::model_info::{keys, ModelInfo};
 
@@ -118,8 +120,8 @@ pub enum ExecutionProvider {
     Cpu { arena: bool },
     /// NVIDIA CUDA on GPU `device_id`.
     Cuda { device_id: i32 },
-    /// NVIDIA TensorRT on GPU `device_id`. Register CUDA after it for the nodes TensorRT rejects.
-    TensorRt { device_id: i32 },
+    /// NVIDIA TensorRT. Register CUDA after it for the nodes TensorRT rejects.
+    TensorRt(TensorRtOptions),
 }
 
 impl ExecutionProvider {
@@ -133,7 +135,7 @@ impl ExecutionProvider {
         match self {
             ExecutionProvider::Cpu { .. } => "CPUExecutionProvider",
             ExecutionProvider::Cuda { .. } => "CUDAExecutionProvider",
-            ExecutionProvider::TensorRt { .. } => "TensorrtExecutionProvider",
+            ExecutionProvider::TensorRt(_) => "TensorrtExecutionProvider",
         }
     }
 
@@ -142,9 +144,18 @@ impl ExecutionProvider {
         ExecutionProvider::Cuda { device_id: 0 }
     }
 
-    /// The TensorRT provider on the first GPU.
+    /// The TensorRT provider on the first GPU with ONNX Runtime's defaults (fp32, no engine cache,
+    /// shapes from the first input seen).
     pub fn tensorrt() -> Self {
-        ExecutionProvider::TensorRt { device_id: 0 }
+        ExecutionProvider::TensorRt(TensorRtOptions::default())
+    }
+
+    /// Whether the provider computes on an NVIDIA GPU.
+    pub fn is_gpu(&self) -> bool {
+        matches!(
+            self,
+            ExecutionProvider::Cuda { .. } | ExecutionProvider::TensorRt(_)
+        )
     }
 
     fn dispatch(&self) -> ExecutionProviderDispatch {
@@ -155,11 +166,62 @@ impl ExecutionProvider {
             ExecutionProvider::Cuda { device_id } => {
                 ort::ep::CUDA::default().with_device_id(*device_id).build()
             }
-            ExecutionProvider::TensorRt { device_id } => ort::ep::TensorRT::default()
-                .with_device_id(*device_id)
-                .build(),
+            ExecutionProvider::TensorRt(options) => {
+                use ort::ep::ArbitrarilyConfigurableExecutionProvider;
+                let mut ep = ort::ep::TensorRT::default();
+                for (key, value) in options.ort_options() {
+                    ep.options_mut().set(key, value);
+                }
+                ep.build()
+            }
         };
         ep.error_on_failure()
+    }
+}
+
+/// The TensorRT execution provider's settings, as ONNX Runtime options (`trt_*`). What to choose
+/// is the caller's policy (the binary's, through `w2v-board-support`); this only spells it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TensorRtOptions {
+    pub device_id: i32,
+    /// Let TensorRT use fp16 kernels (`trt_fp16_enable`).
+    pub fp16: bool,
+    /// Let TensorRT use int8 kernels (`trt_int8_enable`): for QDQ models, whose scales are in the
+    /// graph.
+    pub int8: bool,
+    /// Keep LayerNorm's reductions in fp32 when fp16 is on (`trt_layer_norm_fp32_fallback`).
+    pub layer_norm_fp32: bool,
+    /// The optimization profile's `[min, opt, max]` shapes (`trt_profile_{min,opt,max}_shapes`),
+    /// e.g. `input_values:1x400`: one engine for every input length in range, built once.
+    pub profile_shapes: Option<[String; 3]>,
+    /// Where built engines and the timing cache are kept (`trt_engine_cache_path`,
+    /// `trt_timing_cache_path`): later sessions load them instead of building again.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl TensorRtOptions {
+    /// The `(key, value)` pairs given to ONNX Runtime's `UpdateTensorRTProviderOptions`.
+    pub fn ort_options(&self) -> Vec<(&'static str, String)> {
+        let flag = |b: bool| if b { "1" } else { "0" }.to_string();
+        let mut o = vec![
+            ("device_id", self.device_id.to_string()),
+            ("trt_fp16_enable", flag(self.fp16)),
+            ("trt_int8_enable", flag(self.int8)),
+            ("trt_layer_norm_fp32_fallback", flag(self.layer_norm_fp32)),
+        ];
+        if let Some([min, opt, max]) = &self.profile_shapes {
+            o.push(("trt_profile_min_shapes", min.clone()));
+            o.push(("trt_profile_opt_shapes", opt.clone()));
+            o.push(("trt_profile_max_shapes", max.clone()));
+        }
+        if let Some(dir) = &self.cache_dir {
+            let dir = dir.to_string_lossy().into_owned();
+            o.push(("trt_engine_cache_enable", flag(true)));
+            o.push(("trt_engine_cache_path", dir.clone()));
+            o.push(("trt_timing_cache_enable", flag(true)));
+            o.push(("trt_timing_cache_path", dir));
+        }
+        o
     }
 }
 
@@ -176,6 +238,9 @@ pub struct OrtOptions {
     pub optimization_level: OptLevel,
     /// Registered in order; empty means ONNX Runtime's default (CPU).
     pub execution_providers: Vec<ExecutionProvider>,
+    /// Run through an I/O binding ([`OrtBackend`] says what that does); `None`: when a GPU
+    /// provider is registered.
+    pub io_binding: Option<bool>,
 }
 
 impl Default for OrtOptions {
@@ -184,14 +249,57 @@ impl Default for OrtOptions {
             common: BackendOptions::default(),
             optimization_level: OptLevel::default(),
             execution_providers: vec![ExecutionProvider::cpu()],
+            io_binding: None,
         }
     }
 }
 
 /// A model loaded into an ONNX Runtime session.
+///
+/// With a GPU provider, runs go through one [`IoBinding`] kept for the session: each run's inputs
+/// are copied to the device when bound, and ONNX Runtime writes the logits straight into a host
+/// buffer that stays bound across runs while the input shape repeats (as it does for the equal
+/// windows of long audio), instead of allocating a fresh output every run. Without one, a plain
+/// `Session::run`.
 pub struct OrtBackend {
     info: ModelInfo,
     session: Session,
+    binding: Option<OutputBinding>,
+}
+
+/// An I/O binding whose logits output is bound to host memory for inputs of `input_shape`.
+struct OutputBinding {
+    binding: IoBinding,
+    /// The input shape the bound output was allocated for; `None` before the first run.
+    input_shape: Option<[usize; 2]>,
+}
+
+impl OutputBinding {
+    fn new(session: &Session) -> ort::Result<Self> {
+        Ok(OutputBinding {
+            binding: session.create_binding()?,
+            input_shape: None,
+        })
+    }
+
+    /// Binds the logits to host memory for a run on inputs of `shape`. ONNX Runtime allocates the
+    /// output on the first run after binding and then reuses it, which fails once its shape
+    /// changes; so a new input shape gets a fresh binding.
+    fn prepare(&mut self, shape: [usize; 2]) -> ort::Result<()> {
+        if self.input_shape == Some(shape) {
+            return Ok(());
+        }
+        self.binding.clear_outputs();
+        let host = MemoryInfo::new(
+            AllocationDevice::CPU,
+            0,
+            AllocatorType::Device,
+            MemoryType::CPUOutput,
+        )?;
+        self.binding.bind_output_to_device(LOGITS, &host)?;
+        self.input_shape = Some(shape);
+        Ok(())
+    }
 }
 
 impl fmt::Debug for OrtBackend {
@@ -207,42 +315,165 @@ impl OrtBackend {
     /// check that the graph's inputs and outputs are the ones the metadata promises.
     pub fn load(path: &Path, options: &OrtOptions) -> Result<Self, BackendError> {
         let info = ModelInfo::read(path)?;
-        let runtime = runtime()?;
-        let eps: Vec<ExecutionProviderDispatch> = options
-            .execution_providers
-            .iter()
-            .map(ExecutionProvider::dispatch)
-            .collect();
-        let ep_names: Vec<&str> = options
-            .execution_providers
-            .iter()
-            .map(|e| e.name())
-            .collect();
-        tracing::debug!(
-            path = %path.display(),
-            optimization_level = %options.optimization_level,
-            execution_providers = ?ep_names,
-            threads = ?options.common.threads,
-            "ort: creating session"
-        );
+        let session = create_session(path, options, |b| b.commit_from_file(path))?;
         let err = |e: &dyn fmt::Display| load_err(path, e);
-        let mut builder = Session::builder(&runtime.env)
-            .map_err(|e| err(&e))?
-            .with_optimization_level(options.optimization_level.to_ort())
-            .map_err(|e| err(&e))?;
-        if let Some(threads) = options.common.threads {
-            builder = builder.with_intra_threads(threads).map_err(|e| err(&e))?;
-        }
-        if !eps.is_empty() {
-            builder = builder.with_execution_providers(&eps).map_err(|e| {
-                err(&format_args!(
-                    "cannot register execution providers {ep_names:?}: {e}"
-                ))
-            })?;
-        }
-        let session = builder.commit_from_file(path).map_err(|e| err(&e))?;
         check_signature(&session, &info).map_err(|e| err(&e))?;
-        Ok(OrtBackend { info, session })
+        let use_binding = options.io_binding.unwrap_or_else(|| {
+            options
+                .execution_providers
+                .iter()
+                .any(ExecutionProvider::is_gpu)
+        });
+        let binding = if use_binding {
+            Some(
+                OutputBinding::new(&session)
+                    .map_err(|e| err(&format_args!("cannot create an I/O binding: {e}")))?,
+            )
+        } else {
+            None
+        };
+        tracing::debug!(io_binding = use_binding, "ort: session ready");
+        Ok(OrtBackend {
+            info,
+            session,
+            binding,
+        })
+    }
+}
+
+/// The one place sessions are made: initialize ONNX Runtime if needed, apply `options`
+/// (optimization level, threads, execution providers), then `commit` the model. `what` names the
+/// model in logs and errors.
+fn create_session(
+    what: &Path,
+    options: &OrtOptions,
+    commit: impl FnOnce(&mut SessionBuilder) -> ort::Result<Session>,
+) -> Result<Session, BackendError> {
+    let runtime = runtime()?;
+    let eps: Vec<ExecutionProviderDispatch> = options
+        .execution_providers
+        .iter()
+        .map(ExecutionProvider::dispatch)
+        .collect();
+    let ep_names: Vec<&str> = options
+        .execution_providers
+        .iter()
+        .map(|e| e.name())
+        .collect();
+    tracing::debug!(
+        model = %what.display(),
+        optimization_level = %options.optimization_level,
+        execution_providers = ?ep_names,
+        threads = ?options.common.threads,
+        "ort: creating session"
+    );
+    let err = |e: &dyn fmt::Display| load_err(what, e);
+    let mut builder = Session::builder(&runtime.env)
+        .map_err(|e| err(&e))?
+        .with_optimization_level(options.optimization_level.to_ort())
+        .map_err(|e| err(&e))?;
+    if let Some(threads) = options.common.threads {
+        builder = builder.with_intra_threads(threads).map_err(|e| err(&e))?;
+    }
+    if !eps.is_empty() {
+        builder = builder.with_execution_providers(&eps).map_err(|e| {
+            err(&format_args!(
+                "cannot register execution providers {ep_names:?}: {e}"
+            ))
+        })?;
+    }
+    commit(&mut builder).map_err(|e| err(&e))
+}
+
+/// Any ONNX graph in an ONNX Runtime session ([`GraphRunner`]).
+pub struct OrtGraph {
+    session: Session,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+}
+
+impl fmt::Debug for OrtGraph {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OrtGraph")
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OrtGraph {
+    /// Load a serialized ONNX model; `what` names it in logs and errors.
+    pub fn from_bytes(
+        bytes: &[u8],
+        what: &Path,
+        options: &OrtOptions,
+    ) -> Result<Self, BackendError> {
+        let session = create_session(what, options, |b| b.commit_from_memory(bytes))?;
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        Ok(OrtGraph {
+            session,
+            inputs,
+            outputs,
+        })
+    }
+}
+
+impl GraphRunner for OrtGraph {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn input_names(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn output_names(&self) -> &[String] {
+        &self.outputs
+    }
+
+    fn run(&mut self, inputs: &[(&str, TensorView<'_>)]) -> Result<Vec<HostTensor>, BackendError> {
+        order_inputs(NAME, &self.inputs, inputs)?;
+        let values = inputs
+            .iter()
+            .map(|(name, t)| {
+                let v: SessionInputValue<'_> = match t.data {
+                    TensorViewData::F32(d) => TensorRef::from_array_view((t.shape, d))
+                        .map_err(run_err)?
+                        .into(),
+                    TensorViewData::I64(d) => TensorRef::from_array_view((t.shape, d))
+                        .map_err(run_err)?
+                        .into(),
+                };
+                Ok((Cow::Borrowed(*name), v))
+            })
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        let outputs = self.session.run(values).map_err(run_err)?;
+        self.outputs
+            .iter()
+            .map(|name| {
+                let v = outputs
+                    .get(name.as_str())
+                    .ok_or_else(|| run_err(format!("no output `{name}`")))?;
+                let dims = |d: &ort::value::Shape| -> Vec<usize> {
+                    d.iter().map(|&x| usize::try_from(x).unwrap_or(0)).collect()
+                };
+                if let Ok((d, data)) = v.try_extract_tensor::<f32>() {
+                    Ok(HostTensor::f32(dims(d), data.to_vec()))
+                } else {
+                    let (d, data) = v.try_extract_tensor::<i64>().map_err(run_err)?;
+                    Ok(HostTensor::i64(dims(d), data.to_vec()))
+                }
+            })
+            .collect()
     }
 }
 
@@ -346,24 +577,44 @@ impl Backend for OrtBackend {
             )));
         }
         let shape = [batch.batch, batch.len];
-        let mask;
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(2);
-        inputs.push((
-            INPUT_VALUES.into(),
-            TensorRef::from_array_view((shape, batch.samples))
-                .map_err(run_err)?
-                .into(),
-        ));
-        if self.info.uses_attention_mask {
-            mask = attention_mask(batch);
-            inputs.push((
-                ATTENTION_MASK.into(),
-                TensorRef::from_array_view((shape, mask.as_slice()))
-                    .map_err(run_err)?
-                    .into(),
-            ));
-        }
-        let outputs = self.session.run(inputs).map_err(run_err)?;
+        let mask = self.info.uses_attention_mask.then(|| attention_mask(batch));
+        let outputs = match &mut self.binding {
+            None => {
+                let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(2);
+                inputs.push((
+                    INPUT_VALUES.into(),
+                    TensorRef::from_array_view((shape, batch.samples))
+                        .map_err(run_err)?
+                        .into(),
+                ));
+                if let Some(mask) = &mask {
+                    inputs.push((
+                        ATTENTION_MASK.into(),
+                        TensorRef::from_array_view((shape, mask.as_slice()))
+                            .map_err(run_err)?
+                            .into(),
+                    ));
+                }
+                self.session.run(inputs).map_err(run_err)?
+            }
+            Some(out) => {
+                out.prepare(shape).map_err(run_err)?;
+                // Owned tensors: binding a borrowed view would make `ort` clone it anyway. Binding
+                // copies them to the device the session wants them on.
+                let values =
+                    Tensor::from_array((shape, batch.samples.to_vec())).map_err(run_err)?;
+                out.binding
+                    .bind_input(INPUT_VALUES, &values)
+                    .map_err(run_err)?;
+                if let Some(mask) = mask {
+                    let mask = Tensor::from_array((shape, mask)).map_err(run_err)?;
+                    out.binding
+                        .bind_input(ATTENTION_MASK, &mask)
+                        .map_err(run_err)?;
+                }
+                self.session.run_binding(&out.binding).map_err(run_err)?
+            }
+        };
         let logits = outputs
             .get(LOGITS)
             .ok_or_else(|| run_err(format!("the model returned no `{LOGITS}`")))?;
@@ -735,6 +986,63 @@ mod tests {
             .unwrap_err()
             .contains("disable, basic"));
         assert_eq!(OptLevel::default(), OptLevel::All);
+    }
+
+    #[test]
+    fn tensorrt_options_for_onnx_runtime() {
+        let get = |o: &TensorRtOptions, key: &str| -> Option<String> {
+            let pairs = o.ort_options();
+            let found: Vec<&String> = pairs
+                .iter()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| v)
+                .collect();
+            assert!(found.len() <= 1, "{key} set twice");
+            found.first().map(|v| v.to_string())
+        };
+        let plain = TensorRtOptions::default();
+        assert_eq!(get(&plain, "device_id").as_deref(), Some("0"));
+        assert_eq!(get(&plain, "trt_fp16_enable").as_deref(), Some("0"));
+        assert_eq!(get(&plain, "trt_int8_enable").as_deref(), Some("0"));
+        assert_eq!(get(&plain, "trt_engine_cache_enable"), None);
+        assert_eq!(get(&plain, "trt_profile_min_shapes"), None);
+
+        let o = TensorRtOptions {
+            device_id: 1,
+            fp16: true,
+            int8: true,
+            layer_norm_fp32: true,
+            profile_shapes: Some(["in:1x400", "in:1x160000", "in:1x480000"].map(String::from)),
+            cache_dir: Some(PathBuf::from("/cache/w2v/tensorrt/abc-trt10.3.0-Orin_sm87")),
+        };
+        for (key, want) in [
+            ("device_id", "1"),
+            ("trt_fp16_enable", "1"),
+            ("trt_int8_enable", "1"),
+            ("trt_layer_norm_fp32_fallback", "1"),
+            ("trt_profile_min_shapes", "in:1x400"),
+            ("trt_profile_opt_shapes", "in:1x160000"),
+            ("trt_profile_max_shapes", "in:1x480000"),
+            ("trt_engine_cache_enable", "1"),
+            (
+                "trt_engine_cache_path",
+                "/cache/w2v/tensorrt/abc-trt10.3.0-Orin_sm87",
+            ),
+            ("trt_timing_cache_enable", "1"),
+            (
+                "trt_timing_cache_path",
+                "/cache/w2v/tensorrt/abc-trt10.3.0-Orin_sm87",
+            ),
+        ] {
+            assert_eq!(get(&o, key).as_deref(), Some(want), "{key}");
+        }
+        // Every key is one ONNX Runtime's TensorRT provider knows (OrtTensorRTProviderOptionsV2).
+        for (key, _) in o.ort_options() {
+            assert!(key == "device_id" || key.starts_with("trt_"), "{key}");
+        }
+        assert!(ExecutionProvider::TensorRt(o).is_gpu());
+        assert!(ExecutionProvider::cuda().is_gpu());
+        assert!(!ExecutionProvider::cpu().is_gpu());
     }
 
     #[cfg(unix)]

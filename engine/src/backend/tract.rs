@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 
+use super::runner::{order_inputs, GraphRunner, HostTensor, TensorView, TensorViewData};
 use super::{attention_mask, Backend, BackendError, BackendOptions, Batch, Logits};
 use crate::model_info::ModelInfo;
 
@@ -40,13 +41,7 @@ impl TractBackend {
     /// Load a model. `options.threads` sizes tract's matrix-product thread pool; `None` uses
     /// every available core, as ONNX Runtime does.
     pub fn load(path: &Path, options: &BackendOptions) -> Result<Self, BackendError> {
-        let threads = options
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .max(1);
-        let executor = (threads > 1).then(|| {
-            tract_linalg::multithread::Executor::multithread_with_name(threads, "w2v-tract")
-        });
+        let executor = executor(options);
         let info = ModelInfo::read(path)?;
         let model = tract_onnx::onnx()
             .model_for_path(path)
@@ -108,6 +103,31 @@ impl TractBackend {
             .map_err(err)?;
         self.plans.insert(key, plan.clone());
         Ok(plan)
+    }
+}
+
+/// The thread pool for `options.threads` (every available core when `None`); `None` when one
+/// thread is asked for.
+fn executor(options: &BackendOptions) -> Option<tract_linalg::multithread::Executor> {
+    let threads = options
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    (threads > 1)
+        .then(|| tract_linalg::multithread::Executor::multithread_with_name(threads, "w2v-tract"))
+}
+
+/// Run `plan` on `executor`'s threads (or this one).
+fn run_plan(
+    plan: &Plan,
+    executor: &Option<tract_linalg::multithread::Executor>,
+    inputs: TVec<TValue>,
+) -> TractResult<TVec<TValue>> {
+    match executor {
+        Some(pool) => {
+            tract_linalg::multithread::multithread_tract_scope(pool.clone(), || plan.run(inputs))
+        }
+        None => plan.run(inputs),
     }
 }
 
@@ -182,13 +202,7 @@ impl Backend for TractBackend {
                 .map_err(run_err)?;
             inputs.push(mask.into());
         }
-        let outputs = match &self.executor {
-            Some(pool) => tract_linalg::multithread::multithread_tract_scope(pool.clone(), || {
-                plan.run(inputs)
-            }),
-            None => plan.run(inputs),
-        }
-        .map_err(run_err)?;
+        let outputs = run_plan(&plan, &self.executor, inputs).map_err(run_err)?;
         let logits = outputs[0].to_plain_array_view::<f32>().map_err(run_err)?;
         let shape = logits.shape().to_vec();
         if shape.len() != 3 {
@@ -211,5 +225,138 @@ impl Backend for TractBackend {
             frames,
             vocab,
         })
+    }
+}
+
+/// Input shapes, and the values of int64 inputs.
+type PlanKey = Vec<(Vec<usize>, Vec<i64>)>;
+
+/// Any ONNX graph on tract ([`GraphRunner`]). Plans are compiled for the concrete input shapes of
+/// a run and cached (at most `MAX_PLANS`), as [`TractBackend`] does for masked models.
+pub struct TractGraph {
+    model: InferenceModel,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    plans: HashMap<PlanKey, Plan>,
+    recent: Vec<PlanKey>,
+    executor: Option<tract_linalg::multithread::Executor>,
+}
+
+impl TractGraph {
+    /// Load a serialized ONNX model; `what` names it in errors.
+    pub fn from_bytes(
+        bytes: &[u8],
+        what: &Path,
+        options: &BackendOptions,
+    ) -> Result<Self, BackendError> {
+        let proto = <crate::onnx_pb::ModelProto as prost::Message>::decode(bytes)
+            .map_err(|e| load_err(what, e))?;
+        let graph = proto.graph.unwrap_or_default();
+        let outputs = graph.output.iter().map(|o| o.name.clone()).collect();
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut &bytes[..])
+            .map_err(|e| load_err(what, e))?;
+        // tract's own input order (by input node name), which is what input facts index.
+        let inputs = model
+            .input_outlets()
+            .map_err(|e| load_err(what, e))?
+            .iter()
+            .map(|o| model.node(o.node).name.clone())
+            .collect();
+        Ok(TractGraph {
+            model,
+            inputs,
+            outputs,
+            plans: HashMap::new(),
+            recent: Vec::new(),
+            executor: executor(options),
+        })
+    }
+
+    /// The plan for these inputs. Int64 inputs (shapes, in the graphs training generates) are
+    /// planned as constants: tract needs constant shapes for `Reshape`, `Pad` and the like, so
+    /// their values are part of the plan's key.
+    fn plan(&mut self, inputs: &[TensorView<'_>]) -> Result<Plan, BackendError> {
+        let key: PlanKey = inputs
+            .iter()
+            .map(|t| {
+                let values = match t.data {
+                    TensorViewData::I64(d) => d.to_vec(),
+                    TensorViewData::F32(_) => Vec::new(),
+                };
+                (t.shape.to_vec(), values)
+            })
+            .collect();
+        self.recent.retain(|k| *k != key);
+        self.recent.push(key.clone());
+        if let Some(p) = self.plans.get(&key) {
+            return Ok(p.clone());
+        }
+        if self.plans.len() >= MAX_PLANS {
+            let oldest = self.recent.remove(0);
+            self.plans.remove(&oldest);
+        }
+        let mut model = self.model.clone();
+        for (i, t) in inputs.iter().enumerate() {
+            let fact: InferenceFact = match t.data {
+                TensorViewData::F32(_) => f32::fact(t.shape).into(),
+                TensorViewData::I64(d) => Tensor::from_shape(t.shape, d).map_err(run_err)?.into(),
+            };
+            model = model.with_input_fact(i, fact).map_err(run_err)?;
+        }
+        let plan: Plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(run_err)?;
+        self.plans.insert(key, plan.clone());
+        Ok(plan)
+    }
+}
+
+impl GraphRunner for TractGraph {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn input_names(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn output_names(&self) -> &[String] {
+        &self.outputs
+    }
+
+    fn run(&mut self, inputs: &[(&str, TensorView<'_>)]) -> Result<Vec<HostTensor>, BackendError> {
+        let order = order_inputs(NAME, &self.inputs, inputs)?;
+        let ordered: Vec<TensorView<'_>> = order.iter().map(|&i| inputs[i].1).collect();
+        let plan = self.plan(&ordered)?;
+        let values: TVec<TValue> = ordered
+            .iter()
+            .map(|t| {
+                match t.data {
+                    TensorViewData::F32(d) => Tensor::from_shape(t.shape, d),
+                    TensorViewData::I64(d) => Tensor::from_shape(t.shape, d),
+                }
+                .map(TValue::from)
+            })
+            .collect::<TractResult<_>>()
+            .map_err(run_err)?;
+        let outputs = run_plan(&plan, &self.executor, values).map_err(run_err)?;
+        outputs
+            .iter()
+            .map(|v| {
+                let shape = v.shape().to_vec();
+                // Shapes come out of tract as TDim: every non-float is returned as int64.
+                if !v.datum_type().is_float() {
+                    let c = v.cast_to::<i64>().map_err(run_err)?;
+                    let d = c.to_plain_array_view::<i64>().map_err(run_err)?;
+                    Ok(HostTensor::i64(shape, d.iter().copied().collect()))
+                } else {
+                    let c = v.cast_to::<f32>().map_err(run_err)?;
+                    let d = c.to_plain_array_view::<f32>().map_err(run_err)?;
+                    Ok(HostTensor::f32(shape, d.iter().copied().collect()))
+                }
+            })
+            .collect()
     }
 }

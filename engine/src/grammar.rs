@@ -1,0 +1,878 @@
+//! Command grammars: a fixed set of phrases, scored against CTC logits by forced alignment.
+//!
+//! A [`CommandSet`] is read from a `COMMANDS.txt`: one phrase per line, optionally followed by
+//! `=> action` (a program and its arguments, split like a shell would split them but never run
+//! through one). Blank lines and lines starting with `#` are ignored. Every phrase is spelled in
+//! the model's vocabulary when the set is read, so a phrase the model cannot say is an error that
+//! names it, not a command that silently never fires.
+//!
+//! # Scoring
+//!
+//! For an utterance's logits (`[frames, vocab]`, log-softmaxed per frame) and a phrase spelled as
+//! tokens `w1 | w2 | …`:
+//!
+//! * `L_phrase` is the log-probability of the phrase's best CTC alignment (Viterbi over the usual
+//!   CTC topology: optional blanks between tokens, a blank required between repeated tokens). The
+//!   word delimiter is optional between words and before/after the phrase, since models emit it
+//!   inconsistently around short commands;
+//! * `L_free` is the log-probability of the unconstrained best path (greedy decoding), the upper
+//!   bound of every alignment;
+//! * the *match* is `exp((L_phrase - L_free) / n)`, `n` the phrase's token count (delimiters
+//!   between words included): the per-token likelihood ratio of the phrase against whatever the
+//!   model would have said freely, 1 when the model's free transcript is the phrase;
+//! * the *acoustic* confidence is the mean posterior probability, over the frames the alignment
+//!   assigns to the phrase's letters, of the letter assigned;
+//! * `confidence = match × acoustic`, in `[0, 1]`.
+//!
+//! Out-of-grammar speech makes the model's free path spell other letters, so every phrase's match
+//! collapses; mumbled or noisy speech keeps the match but lowers the acoustic term. Both are
+//! reported as rejections below the caller's threshold rather than forced onto the nearest command.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::ctc::{log_softmax_in_place, TokenKind, Vocabulary};
+
+/// One phrase of a grammar, spelled in the model's vocabulary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Phrase {
+    /// The phrase as written in the commands file (trimmed, inner whitespace collapsed).
+    pub text: String,
+    /// What to run when the phrase is recognized: program and arguments (no shell).
+    pub action: Option<Vec<String>>,
+    /// 1-based line in the commands file.
+    pub line: usize,
+    /// The phrase's words, each as token ids (without delimiters).
+    words: Vec<Vec<usize>>,
+}
+
+impl Phrase {
+    /// The phrase's words, each spelled as token ids.
+    pub fn words(&self) -> &[Vec<usize>] {
+        &self.words
+    }
+
+    /// Number of tokens the score is normalized by: the letters plus one delimiter between
+    /// consecutive words.
+    pub fn token_count(&self) -> usize {
+        self.words.iter().map(Vec::len).sum::<usize>() + self.words.len().saturating_sub(1)
+    }
+
+    /// Whether this phrase's words are a strict prefix of `other`'s (`"go"` of `"go left"`).
+    pub fn is_strict_prefix_of(&self, other: &Phrase) -> bool {
+        self.words.len() < other.words.len() && other.words.starts_with(&self.words)
+    }
+}
+
+/// Why a commands file was rejected. Messages are one line and start with the file's name.
+#[derive(Debug, thiserror::Error)]
+pub enum GrammarError {
+    #[error("{path}: no such file")]
+    NotFound { path: String },
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: is not UTF-8 text")]
+    NotText { path: String },
+    #[error(
+        "{path}: no command phrases (write one phrase per line, optionally `phrase => action`)"
+    )]
+    Empty { path: String },
+    #[error("{path}:{line}: phrase {phrase:?}: {what} is not in the model's vocabulary")]
+    OutOfVocabulary {
+        path: String,
+        line: usize,
+        phrase: String,
+        what: String,
+    },
+    #[error("{path}:{line}: `=> action` has no phrase before it")]
+    MissingPhrase { path: String, line: usize },
+    #[error("{path}:{line}: phrase {phrase:?}: `=>` is not followed by an action")]
+    MissingAction {
+        path: String,
+        line: usize,
+        phrase: String,
+    },
+    #[error("{path}:{line}: phrase {phrase:?}: action has an unterminated {quote} quote")]
+    UnterminatedQuote {
+        path: String,
+        line: usize,
+        phrase: String,
+        quote: char,
+    },
+    #[error("{path}:{line}: phrase {phrase:?} is already on line {first}")]
+    Duplicate {
+        path: String,
+        line: usize,
+        phrase: String,
+        first: usize,
+    },
+    #[error("{path}: the model's vocabulary has no word delimiter, so phrase {phrase:?} (line {line}) cannot have several words")]
+    NoDelimiter {
+        path: String,
+        line: usize,
+        phrase: String,
+    },
+}
+
+/// The phrases of a commands file, compiled for one vocabulary.
+#[derive(Clone, Debug)]
+pub struct CommandSet {
+    phrases: Vec<Phrase>,
+    blank: usize,
+    delimiter: Option<usize>,
+}
+
+impl CommandSet {
+    /// Read and compile a commands file.
+    pub fn load(path: &std::path::Path, vocab: &Vocabulary) -> Result<Self, GrammarError> {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => GrammarError::NotFound {
+                path: shown.clone(),
+            },
+            _ => GrammarError::Io {
+                path: shown.clone(),
+                source: e,
+            },
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| GrammarError::NotText {
+            path: shown.clone(),
+        })?;
+        Self::parse(&text, &shown, vocab)
+    }
+
+    /// Compile the text of a commands file; `path` names it in errors.
+    pub fn parse(text: &str, path: &str, vocab: &Vocabulary) -> Result<Self, GrammarError> {
+        let mut phrases: Vec<Phrase> = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let content = raw.trim();
+            if content.is_empty() || content.starts_with('#') {
+                continue;
+            }
+            let (phrase_part, action_part) = match content.split_once("=>") {
+                Some((p, a)) => (p, Some(a)),
+                None => (content, None),
+            };
+            let words_text: Vec<&str> = phrase_part.split_whitespace().collect();
+            if words_text.is_empty() {
+                return Err(GrammarError::MissingPhrase {
+                    path: path.into(),
+                    line,
+                });
+            }
+            let phrase_text = words_text.join(" ");
+            let action = match action_part {
+                None => None,
+                Some(a) => {
+                    let args =
+                        split_action(a).map_err(|quote| GrammarError::UnterminatedQuote {
+                            path: path.into(),
+                            line,
+                            phrase: phrase_text.clone(),
+                            quote,
+                        })?;
+                    if args.is_empty() {
+                        return Err(GrammarError::MissingAction {
+                            path: path.into(),
+                            line,
+                            phrase: phrase_text,
+                        });
+                    }
+                    Some(args)
+                }
+            };
+            if words_text.len() > 1 && vocab.word_delimiter_id().is_none() {
+                return Err(GrammarError::NoDelimiter {
+                    path: path.into(),
+                    line,
+                    phrase: phrase_text,
+                });
+            }
+            let mut words = Vec::with_capacity(words_text.len());
+            for w in &words_text {
+                words.push(
+                    spell(w, vocab).map_err(|what| GrammarError::OutOfVocabulary {
+                        path: path.into(),
+                        line,
+                        phrase: phrase_text.clone(),
+                        what,
+                    })?,
+                );
+            }
+            if let Some(first) = phrases.iter().find(|p| p.words == words) {
+                return Err(GrammarError::Duplicate {
+                    path: path.into(),
+                    line,
+                    phrase: phrase_text,
+                    first: first.line,
+                });
+            }
+            phrases.push(Phrase {
+                text: phrase_text,
+                action,
+                line,
+                words,
+            });
+        }
+        if phrases.is_empty() {
+            return Err(GrammarError::Empty { path: path.into() });
+        }
+        Ok(CommandSet {
+            phrases,
+            blank: vocab.blank_id(),
+            delimiter: vocab.word_delimiter_id(),
+        })
+    }
+
+    pub fn phrases(&self) -> &[Phrase] {
+        &self.phrases
+    }
+
+    /// Score every phrase against one utterance's raw logits (`[frames, vocab]`, row-major).
+    /// The result is sorted best first (ties keep file order). Empty for zero frames.
+    pub fn score(&self, logits: &[f32], vocab_size: usize) -> Vec<PhraseScore> {
+        let logp = log_probs(logits, vocab_size);
+        self.score_log_probs(&logp, vocab_size)
+    }
+
+    /// [`CommandSet::score`] on logits already log-softmaxed per frame.
+    pub fn score_log_probs(&self, logp: &[f32], vocab_size: usize) -> Vec<PhraseScore> {
+        if vocab_size == 0 || logp.len() < vocab_size {
+            return Vec::new();
+        }
+        let free = free_log_likelihood(logp, vocab_size);
+        let mut scores: Vec<PhraseScore> = self
+            .phrases
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                let topo = Topology::new(&p.words, self.blank, self.delimiter);
+                let n = p.token_count().max(1) as f64;
+                match topo.viterbi(logp, vocab_size) {
+                    None => PhraseScore {
+                        index,
+                        log_likelihood: f64::NEG_INFINITY,
+                        free_log_likelihood: free,
+                        match_score: 0.0,
+                        acoustic: 0.0,
+                        confidence: 0.0,
+                        first_frame: 0,
+                        end_frame: 0,
+                    },
+                    Some(a) => {
+                        let match_score = ((a.log_likelihood - free) / n).exp().clamp(0.0, 1.0);
+                        let acoustic = a.acoustic.clamp(0.0, 1.0);
+                        PhraseScore {
+                            index,
+                            log_likelihood: a.log_likelihood,
+                            free_log_likelihood: free,
+                            match_score,
+                            acoustic,
+                            confidence: (match_score * acoustic) as f32,
+                            first_frame: a.first_frame,
+                            end_frame: a.end_frame,
+                        }
+                    }
+                }
+            })
+            .collect();
+        scores.sort_by(|a, b| {
+            b.confidence
+                .total_cmp(&a.confidence)
+                .then(a.index.cmp(&b.index))
+        });
+        scores
+    }
+}
+
+/// How well one phrase explains an utterance.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PhraseScore {
+    /// Index of the phrase in [`CommandSet::phrases`].
+    pub index: usize,
+    /// Log-probability (nats) of the phrase's best alignment; `-inf` if the utterance has fewer
+    /// frames than the phrase needs.
+    pub log_likelihood: f64,
+    /// Log-probability of the unconstrained best path.
+    pub free_log_likelihood: f64,
+    /// `exp((log_likelihood - free_log_likelihood) / tokens)`, in `[0, 1]`.
+    pub match_score: f64,
+    /// Mean posterior of the aligned letters, in `[0, 1]`.
+    pub acoustic: f64,
+    /// `match_score × acoustic`, in `[0, 1]`.
+    pub confidence: f32,
+    /// First frame the alignment gives to a letter of the phrase.
+    pub first_frame: usize,
+    /// One past the last frame given to a letter of the phrase.
+    pub end_frame: usize,
+}
+
+/// Row-wise log-softmax of `[frames, vocab]` logits (a trailing partial row is dropped).
+pub fn log_probs(logits: &[f32], vocab_size: usize) -> Vec<f32> {
+    if vocab_size == 0 {
+        return Vec::new();
+    }
+    let mut out = logits[..logits.len() / vocab_size * vocab_size].to_vec();
+    for row in out.chunks_exact_mut(vocab_size) {
+        log_softmax_in_place(row);
+    }
+    out
+}
+
+/// Log-probability of the frame-wise best path (the sum of every frame's maximum).
+fn free_log_likelihood(logp: &[f32], vocab_size: usize) -> f64 {
+    logp.chunks_exact(vocab_size)
+        .map(|row| {
+            f64::from(
+                row.iter()
+                    .copied()
+                    .filter(|x| !x.is_nan())
+                    .fold(f32::NEG_INFINITY, f32::max),
+            )
+        })
+        .sum()
+}
+
+/// Spell one word in the vocabulary: the longest vocabulary text token at each position, trying
+/// the word as written, then upper-case, then lower-case (vocabularies are usually one case).
+/// On failure, says which character (or the word) cannot be spelled.
+fn spell(word: &str, vocab: &Vocabulary) -> Result<Vec<usize>, String> {
+    let mut first_err = None;
+    for candidate in [word.to_string(), word.to_uppercase(), word.to_lowercase()] {
+        match spell_exact(&candidate, vocab) {
+            Ok(ids) => return Ok(ids),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or_else(|| format!("word {word:?}")))
+}
+
+fn spell_exact(word: &str, vocab: &Vocabulary) -> Result<Vec<usize>, String> {
+    let mut ids = Vec::new();
+    let mut rest = word;
+    while !rest.is_empty() {
+        let best = (0..vocab.len())
+            .filter(|&id| vocab.kind(id) == TokenKind::Text)
+            .filter_map(|id| {
+                let t = vocab.token(id)?;
+                (!t.is_empty() && rest.starts_with(t)).then_some((id, t.len()))
+            })
+            .max_by_key(|&(id, len)| (len, std::cmp::Reverse(id)));
+        match best {
+            Some((id, len)) => {
+                ids.push(id);
+                rest = &rest[len..];
+            }
+            None => {
+                let c = rest.chars().next().unwrap_or_default();
+                return Err(format!("character {c:?}"));
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Split an action into program and arguments: whitespace separates, `'…'` and `"…"` quote
+/// (no escapes inside single quotes; `\` escapes the next character elsewhere). Err(quote) for an
+/// unterminated quote.
+fn split_action(s: &str) -> Result<Vec<String>, char> {
+    let mut args = Vec::new();
+    let mut cur = String::new();
+    let mut in_arg = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                in_arg = true;
+                let quote = c;
+                loop {
+                    match chars.next() {
+                        None => return Err(quote),
+                        Some(q) if q == quote => break,
+                        Some('\\') if quote == '"' => {
+                            if let Some(n) = chars.next() {
+                                cur.push(n);
+                            }
+                        }
+                        Some(x) => cur.push(x),
+                    }
+                }
+            }
+            '\\' => {
+                in_arg = true;
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_arg {
+                    args.push(std::mem::take(&mut cur));
+                    in_arg = false;
+                }
+            }
+            c => {
+                in_arg = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_arg {
+        args.push(cur);
+    }
+    Ok(args)
+}
+
+/// The CTC alignment graph of one phrase: blanks around every token, delimiters optional.
+struct Topology {
+    /// Token id of each state.
+    tokens: Vec<usize>,
+    /// Whether a path may pass over the state without visiting it (blanks, optional delimiters).
+    skippable: Vec<bool>,
+    /// Whether the state is a letter of the phrase (counts for the acoustic score and the span).
+    letter: Vec<bool>,
+}
+
+struct Alignment {
+    log_likelihood: f64,
+    acoustic: f64,
+    first_frame: usize,
+    end_frame: usize,
+}
+
+impl Topology {
+    fn new(words: &[Vec<usize>], blank: usize, delimiter: Option<usize>) -> Self {
+        let mut t = Topology {
+            tokens: Vec::new(),
+            skippable: Vec::new(),
+            letter: Vec::new(),
+        };
+        let mut push = |t: &mut Topology, id: usize, skippable: bool, letter: bool| {
+            t.tokens.push(id);
+            t.skippable.push(skippable);
+            t.letter.push(letter);
+        };
+        push(&mut t, blank, true, false);
+        let delim = |t: &mut Topology, push: &mut dyn FnMut(&mut Topology, usize, bool, bool)| {
+            if let Some(d) = delimiter {
+                push(t, d, true, false);
+                push(t, blank, true, false);
+            }
+        };
+        delim(&mut t, &mut push);
+        for (w, word) in words.iter().enumerate() {
+            if w > 0 {
+                delim(&mut t, &mut push);
+            }
+            for &id in word {
+                push(&mut t, id, false, true);
+                push(&mut t, blank, true, false);
+            }
+        }
+        delim(&mut t, &mut push);
+        t
+    }
+
+    /// Best alignment of `logp` (`[frames, vocab]`, log-softmaxed) to the phrase, or `None` if it
+    /// has too few frames for the phrase.
+    fn viterbi(&self, logp: &[f32], vocab: usize) -> Option<Alignment> {
+        let frames = logp.len() / vocab;
+        let s_len = self.tokens.len();
+        if frames == 0 {
+            return None;
+        }
+        // Predecessors of each state: itself, the one before, and further back over skippable
+        // states as long as the tokens differ (equal neighbours need a blank between them).
+        let preds: Vec<Vec<usize>> = (0..s_len)
+            .map(|s| {
+                let mut p = vec![s];
+                if s > 0 {
+                    p.push(s - 1);
+                }
+                let mut k = s;
+                while k >= 2 && self.skippable[k - 1] {
+                    k -= 1;
+                    let from = k - 1;
+                    if self.tokens[from] != self.tokens[s] || self.skippable[s] {
+                        if !p.contains(&from) {
+                            p.push(from);
+                        }
+                    } else {
+                        break;
+                    }
+                }
+                p
+            })
+            .collect();
+        let start_ok: Vec<bool> = (0..s_len)
+            .map(|s| self.skippable[..s].iter().all(|&x| x))
+            .collect();
+        let end_ok: Vec<bool> = (0..s_len)
+            .map(|s| self.skippable[s + 1..].iter().all(|&x| x))
+            .collect();
+        let neg = f64::NEG_INFINITY;
+        let mut score = vec![neg; s_len];
+        let mut back = vec![0u32; frames * s_len];
+        let lp = |t: usize, s: usize| -> f64 {
+            let v = logp[t * vocab + self.tokens[s]];
+            if v.is_nan() {
+                neg
+            } else {
+                f64::from(v)
+            }
+        };
+        for s in 0..s_len {
+            if start_ok[s] {
+                score[s] = lp(0, s);
+                back[s] = s as u32;
+            }
+        }
+        let mut next = vec![neg; s_len];
+        for t in 1..frames {
+            for s in 0..s_len {
+                let (mut best, mut arg) = (neg, s);
+                for &p in &preds[s] {
+                    if score[p] > best {
+                        best = score[p];
+                        arg = p;
+                    }
+                }
+                next[s] = best + lp(t, s);
+                back[t * s_len + s] = arg as u32;
+            }
+            std::mem::swap(&mut score, &mut next);
+        }
+        let (mut best, mut state) = (neg, usize::MAX);
+        for s in 0..s_len {
+            if end_ok[s] && score[s] > best {
+                best = score[s];
+                state = s;
+            }
+        }
+        if state == usize::MAX || best == neg {
+            return None;
+        }
+        // Trace back for the letters' frames.
+        let mut path = vec![0usize; frames];
+        for t in (0..frames).rev() {
+            path[t] = state;
+            state = back[t * s_len + state] as usize;
+        }
+        let (mut sum, mut count) = (0.0f64, 0usize);
+        let (mut first, mut end) = (usize::MAX, 0usize);
+        for (t, &s) in path.iter().enumerate() {
+            if self.letter[s] {
+                sum += lp(t, s).exp();
+                count += 1;
+                first = first.min(t);
+                end = t + 1;
+            }
+        }
+        Some(Alignment {
+            log_likelihood: best,
+            acoustic: if count == 0 { 0.0 } else { sum / count as f64 },
+            first_frame: if first == usize::MAX { 0 } else { first },
+            end_frame: end,
+        })
+    }
+}
+
+impl fmt::Display for Phrase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vocab() -> Vocabulary {
+        crate::ctc::base_960h()
+    }
+
+    /// Logits for a frame path written as tokens ("_" = blank): the path's token gets
+    /// probability `p`, the rest shares `1 - p` evenly.
+    fn logits_for(path: &[&str], p: f32) -> Vec<f32> {
+        let v = vocab();
+        let rest = (1.0 - p) / (v.len() - 1) as f32;
+        let mut out = Vec::new();
+        for t in path {
+            let id = if *t == "_" { 0 } else { v.id(t).expect(t) };
+            for j in 0..v.len() {
+                out.push(if j == id { p.ln() } else { rest.ln() });
+            }
+        }
+        out
+    }
+
+    fn set(text: &str) -> CommandSet {
+        CommandSet::parse(text, "COMMANDS.txt", &vocab()).unwrap()
+    }
+
+    fn path(s: &str) -> Vec<&str> {
+        s.split(' ').collect()
+    }
+
+    #[test]
+    fn parses_phrases_actions_comments() {
+        let s = set("# lights\nturn on => lamp --on\n\n  turn   off =>  lamp \"--level\" '0 %'\nseven four two\n");
+        let p = s.phrases();
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0].text, "turn on");
+        assert_eq!(
+            p[0].action.as_deref(),
+            Some(&["lamp".into(), "--on".into()][..])
+        );
+        assert_eq!(p[0].line, 2);
+        assert_eq!(p[1].text, "turn off");
+        assert_eq!(
+            p[1].action.as_deref(),
+            Some(&["lamp".to_string(), "--level".into(), "0 %".into()][..])
+        );
+        assert_eq!(p[2].action, None);
+        let v = vocab();
+        let t = |c: &str| v.id(c).unwrap();
+        assert_eq!(
+            p[0].words(),
+            [vec![t("T"), t("U"), t("R"), t("N")], vec![t("O"), t("N")]]
+        );
+        assert_eq!(p[0].token_count(), 7);
+        assert_eq!(p[2].token_count(), 5 + 4 + 3 + 2);
+    }
+
+    #[test]
+    fn bad_files_name_the_problem() {
+        let v = vocab();
+        let err = |text: &str| {
+            CommandSet::parse(text, "cmds.txt", &v)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(""),
+            "cmds.txt: no command phrases (write one phrase per line, optionally `phrase => action`)"
+        );
+        assert!(err("# only a comment\n\n").contains("no command phrases"));
+        assert_eq!(
+            err("yes\nturn ön\n"),
+            "cmds.txt:2: phrase \"turn ön\": character 'ö' is not in the model's vocabulary"
+        );
+        assert_eq!(
+            err("go 2\n"),
+            "cmds.txt:1: phrase \"go 2\": character '2' is not in the model's vocabulary"
+        );
+        assert_eq!(
+            err("=> ls\n"),
+            "cmds.txt:1: `=> action` has no phrase before it"
+        );
+        assert_eq!(
+            err("stop =>   \n"),
+            "cmds.txt:1: phrase \"stop\": `=>` is not followed by an action"
+        );
+        assert_eq!(
+            err("stop => say 'hi\n"),
+            "cmds.txt:1: phrase \"stop\": action has an unterminated ' quote"
+        );
+        assert_eq!(
+            err("Stop\nyes\nSTOP\n"),
+            "cmds.txt:3: phrase \"STOP\" is already on line 1"
+        );
+        for e in [err(""), err("a\nb ö")] {
+            assert!(!e.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn multiword_needs_a_delimiter() {
+        let v = Vocabulary::new(
+            ["<pad>", "A", "B"].iter().map(|s| s.to_string()).collect(),
+            0,
+            None,
+        );
+        assert!(CommandSet::parse("ab", "c", &v).is_ok());
+        let e = CommandSet::parse("a b", "c", &v).unwrap_err().to_string();
+        assert!(
+            e.contains("no word delimiter") && e.contains("\"a b\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn multichar_tokens_spell_longest_first() {
+        let v = Vocabulary::new(
+            ["<pad>", "▁", "o", "n", "on", "of", "f"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            0,
+            None,
+        );
+        let s = CommandSet::parse("off\non", "c", &v).unwrap();
+        assert_eq!(s.phrases()[0].words(), [vec![5, 6]]);
+        assert_eq!(s.phrases()[1].words(), [vec![4]]);
+    }
+
+    #[test]
+    fn the_spoken_phrase_wins_with_full_match() {
+        let s = set("go\nno\nstop\ngo left\n");
+        // The model says "GO" cleanly, with blanks around and a trailing delimiter.
+        let logits = logits_for(&path("_ _ G G _ O O _ | _"), 0.9);
+        let scores = s.score(&logits, 32);
+        assert_eq!(scores.len(), 4);
+        let best = &scores[0];
+        assert_eq!(s.phrases()[best.index].text, "go");
+        // The phrase's alignment is the free path: match 1, acoustic = 0.9.
+        assert!((best.match_score - 1.0).abs() < 1e-6, "{best:?}");
+        assert!((best.acoustic - 0.9).abs() < 1e-5, "{best:?}");
+        assert!((best.confidence - 0.9).abs() < 1e-5);
+        assert_eq!((best.first_frame, best.end_frame), (2, 7));
+        // "no" differs in one letter: two frames pay log(0.9 / rest) each, over 2 tokens.
+        let no = scores.iter().find(|x| x.index == 1).unwrap();
+        let rest = 0.1f64 / 31.0;
+        let want = ((2.0 * (rest.ln() - 0.9f64.ln())) / 2.0).exp();
+        assert!((no.match_score - want).abs() < 1e-6, "{no:?} vs {want}");
+        assert!(no.confidence < 0.01);
+        // "go left" needs four letters the audio lacks.
+        let go_left = scores.iter().find(|x| x.index == 3).unwrap();
+        assert!(go_left.confidence < 0.05, "{go_left:?}");
+    }
+
+    #[test]
+    fn viterbi_matches_brute_force() {
+        // Exhaustive check on a tiny vocabulary: the best alignment score equals the maximum,
+        // over every frame path whose CTC collapse (repeats merged, blanks removed) is the
+        // phrase with any choice of optional delimiters (between words and at both ends), of the
+        // path's log-probability.
+        let v = Vocabulary::new(
+            ["<pad>", "|", "a", "b"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            0,
+            Some("|".into()),
+        );
+        let s = CommandSet::parse("ab a\naa\n", "c", &v).unwrap();
+        let frames = 6;
+        // Deterministic pseudo-random logits.
+        let mut x = 12345u64;
+        let logits: Vec<f32> = (0..frames * 4)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((x >> 33) as f32 / (1u64 << 31) as f32) * 6.0 - 3.0
+            })
+            .collect();
+        let logp = log_probs(&logits, 4);
+        let scores = s.score_log_probs(&logp, 4);
+        for (idx, phrase) in s.phrases().iter().enumerate() {
+            // Every allowed token sequence: each of the words+1 delimiter slots on or off.
+            let slots = phrase.words().len() + 1;
+            let allowed: Vec<Vec<usize>> = (0..1usize << slots)
+                .map(|mask| {
+                    let mut seq = Vec::new();
+                    for (w, word) in phrase.words().iter().enumerate() {
+                        if mask >> w & 1 == 1 {
+                            seq.push(1);
+                        }
+                        seq.extend(word);
+                    }
+                    if mask >> (slots - 1) & 1 == 1 {
+                        seq.push(1);
+                    }
+                    seq
+                })
+                .collect();
+            let mut best = f64::NEG_INFINITY;
+            for code in 0..4usize.pow(frames as u32) {
+                let ids: Vec<usize> = (0..frames)
+                    .map(|t| code / 4usize.pow(t as u32) % 4)
+                    .collect();
+                let mut collapsed: Vec<usize> = Vec::new();
+                let mut prev = None;
+                for &i in &ids {
+                    if i != 0 && prev != Some(i) {
+                        collapsed.push(i);
+                    }
+                    prev = Some(i);
+                }
+                if allowed.contains(&collapsed) {
+                    let ll: f64 = ids
+                        .iter()
+                        .enumerate()
+                        .map(|(t, &i)| f64::from(logp[t * 4 + i]))
+                        .sum();
+                    best = best.max(ll);
+                }
+            }
+            assert!(best.is_finite(), "{}: no path", phrase.text);
+            let got = scores
+                .iter()
+                .find(|x| x.index == idx)
+                .unwrap()
+                .log_likelihood;
+            assert!(
+                (got - best).abs() < 1e-4,
+                "{}: viterbi {got} vs brute force {best}",
+                phrase.text
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_letters_need_a_blank() {
+        let s = set("see\n");
+        // "SE" without a blank between the two E frames reads as one E: the phrase "SEE" must
+        // spend a frame on a blank or a second E after a blank; with only 2 frames it cannot fit.
+        let logits = logits_for(&path("S E"), 0.9);
+        let scores = s.score(&logits, 32);
+        assert_eq!(scores[0].log_likelihood, f64::NEG_INFINITY);
+        assert_eq!(scores[0].confidence, 0.0);
+        let logits = logits_for(&path("S E _ E"), 0.9);
+        let scores = s.score(&logits, 32);
+        assert!((scores[0].confidence - 0.9).abs() < 1e-5, "{:?}", scores[0]);
+    }
+
+    #[test]
+    fn out_of_grammar_speech_scores_low() {
+        let s = set("yes\nno\nup\ndown\nstop\ngo\n");
+        // The model clearly says "LEFT".
+        let logits = logits_for(&path("_ L L _ E _ F F _ T _ |"), 0.95);
+        let scores = s.score(&logits, 32);
+        assert!(scores[0].confidence < 0.05, "{:?}", scores[0]);
+        // Nothing but blanks (noise the model ignored): every phrase must invent letters.
+        let logits = logits_for(&path("_ _ _ _ _ _ _ _"), 0.95);
+        assert!(s.score(&logits, 32)[0].confidence < 0.05);
+        // Empty input.
+        assert!(s.score(&[], 32).is_empty());
+    }
+
+    #[test]
+    fn prefixes() {
+        let s = set("go\ngo left\ngood\n");
+        let p = s.phrases();
+        assert!(p[0].is_strict_prefix_of(&p[1]));
+        assert!(!p[1].is_strict_prefix_of(&p[0]));
+        assert!(!p[0].is_strict_prefix_of(&p[2]));
+        assert!(!p[0].is_strict_prefix_of(&p[0]));
+    }
+
+    #[test]
+    fn split_action_quotes_and_escapes() {
+        assert_eq!(split_action("  a  b\tc ").unwrap(), ["a", "b", "c"]);
+        assert_eq!(
+            split_action(r#"say "a b" 'c d' e\ f"#).unwrap(),
+            ["say", "a b", "c d", "e f"]
+        );
+        assert_eq!(split_action(r#"x "" y"#).unwrap(), ["x", "", "y"]);
+        assert_eq!(split_action("x \"abc").unwrap_err(), '"');
+        assert!(split_action("   ").unwrap().is_empty());
+    }
+}

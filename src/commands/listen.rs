@@ -1,0 +1,318 @@
+//! `w2v listen`: voice commands (or free transcripts) from a microphone or a file.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use w2v_board_support::{AudioSource, FileSource, Pacing};
+use w2v_engine::audio::{self, Resampler};
+use w2v_engine::ctc::Vocabulary;
+use w2v_engine::grammar::CommandSet;
+use w2v_engine::listen::{EventKind, ListenConfig, ListenEvent, Listener};
+use w2v_engine::vad::VadConfig;
+
+use super::model::{open_backend, ModelArgs};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Listen to an audio file instead of a microphone.
+    #[arg(long, conflicts_with = "device")]
+    input: Option<PathBuf>,
+    /// Capture device, by name or id (default: the system's default input; `w2v doctor` lists
+    /// the devices).
+    #[arg(long)]
+    device: Option<String>,
+    /// Command grammar: one phrase per line, optionally `phrase => program args...`. Without it,
+    /// every utterance is transcribed freely.
+    #[arg(long)]
+    commands: Option<PathBuf>,
+    /// Minimum confidence (0 to 1) of an accepted command; below it the utterance is reported
+    /// as rejected.
+    #[arg(long, default_value_t = 0.5, value_parser = parse_unit)]
+    threshold: f32,
+    /// Run each accepted command's action (program and arguments, no shell).
+    #[arg(long, requires = "commands")]
+    exec: bool,
+    /// One JSON object per event and line.
+    #[arg(long)]
+    json: bool,
+    /// With --input: deliver the file at real time, as a microphone would (default: as fast as
+    /// possible).
+    #[arg(long, requires = "input")]
+    realtime: bool,
+    /// Decide commands only after the full hangover, never early at the pause.
+    #[arg(long)]
+    no_early: bool,
+    /// VAD: level above the noise floor that starts speech, in dB.
+    #[arg(long, default_value_t = 10.0)]
+    vad_start_db: f32,
+    /// VAD: level above the noise floor that keeps speech going, in dB.
+    #[arg(long, default_value_t = 6.0)]
+    vad_continue_db: f32,
+    /// VAD: frames quieter than this (dB full scale) are never speech.
+    #[arg(long, default_value_t = -55.0, allow_hyphen_values = true)]
+    vad_min_level_db: f32,
+    /// VAD: quiet after speech that ends an utterance, in ms.
+    #[arg(long, default_value_t = 400)]
+    hangover_ms: u32,
+    /// VAD: quiet after speech at which a command may be decided early, in ms.
+    #[arg(long, default_value_t = 150)]
+    pause_ms: u32,
+    /// VAD: shortest speech kept, in ms.
+    #[arg(long, default_value_t = 100)]
+    min_speech_ms: u32,
+    /// VAD: longest utterance, in ms (longer speech is cut).
+    #[arg(long, default_value_t = 6000)]
+    max_utterance_ms: u32,
+}
+
+fn parse_unit(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not between 0 and 1"))
+    }
+}
+
+#[derive(Serialize)]
+struct JsonEvent<'a> {
+    #[serde(flatten)]
+    event: &'a ListenEvent,
+    /// Wall-clock seconds since the input started when the event was printed.
+    decided_at: f64,
+}
+
+fn open_source(args: &Args, rate: u32) -> Result<Box<dyn AudioSource>> {
+    if let Some(path) = &args.input {
+        let samples = audio::load(path, rate)?;
+        let pacing = if args.realtime {
+            Pacing::RealTime
+        } else {
+            Pacing::FullSpeed
+        };
+        return Ok(Box::new(FileSource::new(
+            path.display().to_string(),
+            samples,
+            rate,
+            pacing,
+        )));
+    }
+    open_microphone(args.device.as_deref())
+}
+
+#[cfg(feature = "microphone")]
+fn open_microphone(device: Option<&str>) -> Result<Box<dyn AudioSource>> {
+    Ok(Box::new(w2v_board_support::Microphone::open(device)?))
+}
+
+#[cfg(not(feature = "microphone"))]
+fn open_microphone(_device: Option<&str>) -> Result<Box<dyn AudioSource>> {
+    Err(w2v_board_support::CaptureError::NotBuilt.into())
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    // Each utterance is one inference of at most --max-utterance-ms (plus VAD padding).
+    let longest = f64::from(args.max_utterance_ms) / 1000.0 + 1.0;
+    let backend = open_backend(&args.model, longest)?.backend;
+    let rate = backend.info().sample_rate;
+    let commands = match &args.commands {
+        Some(path) => Some(CommandSet::load(
+            path,
+            &Vocabulary::from_model_info(backend.info()),
+        )?),
+        None => None,
+    };
+    let config = ListenConfig {
+        vad: VadConfig {
+            start_db: args.vad_start_db,
+            continue_db: args.vad_continue_db,
+            min_level_db: args.vad_min_level_db,
+            hangover_ms: args.hangover_ms,
+            pause_ms: args.pause_ms,
+            min_speech_ms: args.min_speech_ms,
+            max_utterance_ms: args.max_utterance_ms,
+            ..VadConfig::default()
+        },
+        threshold: args.threshold,
+        early_decision: !args.no_early,
+    };
+    let mut listener = Listener::new(backend, commands, config)?;
+    let mut source = open_source(&args, rate)?;
+    let mut resampler = if source.sample_rate() == rate {
+        None
+    } else {
+        Some(Resampler::new(source.sample_rate(), rate).with_context(|| {
+            format!(
+                "{}: cannot resample from {} Hz to {rate} Hz",
+                source.name(),
+                source.sample_rate()
+            )
+        })?)
+    };
+    tracing::info!(
+        source = source.name(),
+        rate = source.sample_rate(),
+        "listening"
+    );
+
+    let mut out = Output {
+        json: args.json,
+        exec: args.exec,
+        children: Vec::new(),
+        t0: Instant::now(),
+    };
+    let mut block = Vec::new();
+    let mut events = Vec::new();
+    let mut reported_overruns = 0;
+    // Wall-clock zero: when reading starts (a file replayed at real time starts its clock at
+    // the first read, a microphone is already running).
+    out.t0 = Instant::now();
+    loop {
+        block.clear();
+        if !source.read(&mut block)? {
+            break;
+        }
+        let overruns = source.overruns();
+        if overruns > reported_overruns {
+            eprintln!(
+                "warning: {}: {} samples dropped so far (the listener fell behind the device)",
+                source.name(),
+                overruns
+            );
+            reported_overruns = overruns;
+        }
+        match &mut resampler {
+            Some(r) => {
+                let resampled = r.process(&block);
+                listener.push(&resampled, &mut events)?;
+            }
+            None => listener.push(&block, &mut events)?,
+        }
+        out.emit(&mut events)?;
+    }
+    if let Some(r) = &mut resampler {
+        let tail = r.flush();
+        listener.push(&tail, &mut events)?;
+    }
+    listener.finish(&mut events)?;
+    out.emit(&mut events)?;
+    out.wait_children();
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Output {
+    json: bool,
+    exec: bool,
+    children: Vec<(String, Child)>,
+    t0: Instant,
+}
+
+impl Output {
+    fn emit(&mut self, events: &mut Vec<ListenEvent>) -> Result<()> {
+        if events.is_empty() {
+            self.reap();
+            return Ok(());
+        }
+        let decided_at = self.t0.elapsed().as_secs_f64();
+        let stdout = std::io::stdout();
+        let mut lock = stdout.lock();
+        for ev in events.drain(..) {
+            if self.json {
+                serde_json::to_writer(
+                    &mut lock,
+                    &JsonEvent {
+                        event: &ev,
+                        decided_at,
+                    },
+                )?;
+                writeln!(lock)?;
+            } else {
+                writeln!(lock, "{}", text_line(&ev))?;
+            }
+            lock.flush()?;
+            if self.exec && ev.kind == EventKind::Command {
+                if let (Some(action), Some(command)) = (&ev.action, &ev.command) {
+                    self.spawn(command, action);
+                }
+            }
+        }
+        self.reap();
+        Ok(())
+    }
+
+    /// Start an action: the program with its arguments, no shell, not waited for here.
+    fn spawn(&mut self, command: &str, action: &[String]) {
+        let Some((program, rest)) = action.split_first() else {
+            return;
+        };
+        match Command::new(program)
+            .args(rest)
+            .stdin(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => self.children.push((command.to_string(), child)),
+            Err(e) => eprintln!("warning: command {command:?}: cannot run {program:?}: {e}"),
+        }
+    }
+
+    fn reap(&mut self) {
+        self.children
+            .retain_mut(|(command, child)| match child.try_wait() {
+                Ok(Some(status)) => {
+                    report_status(command, status);
+                    false
+                }
+                Ok(None) => true,
+                Err(_) => false,
+            });
+    }
+
+    fn wait_children(&mut self) {
+        for (command, mut child) in self.children.drain(..) {
+            if let Ok(status) = child.wait() {
+                report_status(&command, status);
+            }
+        }
+    }
+}
+
+fn report_status(command: &str, status: std::process::ExitStatus) {
+    if !status.success() {
+        eprintln!("warning: command {command:?}: action exited with {status}");
+    }
+}
+
+fn text_line(ev: &ListenEvent) -> String {
+    let span = format!("{:7.2} {:7.2}", ev.start, ev.end);
+    match ev.kind {
+        EventKind::Command => format!(
+            "{span}  {}  ({:.2})",
+            ev.command.as_deref().unwrap_or_default(),
+            ev.confidence
+        ),
+        EventKind::Transcript => format!("{span}  {}", ev.text),
+        _ => format!(
+            "{span}  rejected ({}): {:?}, best {:?} ({:.2})",
+            kind_name(ev.kind),
+            ev.text,
+            ev.candidate.as_deref().unwrap_or_default(),
+            ev.confidence
+        ),
+    }
+}
+
+fn kind_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Command => "command",
+        EventKind::OutOfGrammar => "out of grammar",
+        EventKind::LowConfidence => "low confidence",
+        EventKind::NoSpeech => "no speech",
+        EventKind::Transcript => "transcript",
+    }
+}

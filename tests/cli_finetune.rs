@@ -1,0 +1,224 @@
+//! `w2v finetune` end to end: a tiny fixture model learns (loss goes down), an interrupted run
+//! (SIGKILL) resumed from its checkpoint ends with exactly the weights of an uninterrupted one,
+//! and bad input gets one-line errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{assert_one_error, export_fixture, repo, speech, w2v};
+
+/// Four spoken digits from ../shared/data (8 kHz WAV, resampled by the front end).
+const CLIPS: [(&str, &str); 4] = [
+    ("fsdd/0_george_0.wav", "zero"),
+    ("fsdd/1_george_0.wav", "one"),
+    ("fsdd/2_george_0.wav", "two"),
+    ("fsdd/3_george_0.wav", "three"),
+];
+
+fn write_tsv(dir: &Path, name: &str, rows: &[(PathBuf, &str)]) -> PathBuf {
+    let p = dir.join(name);
+    let text: String = rows
+        .iter()
+        .map(|(path, t)| format!("{}\t{t}\n", path.display()))
+        .collect();
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn digits_tsv(dir: &Path) -> PathBuf {
+    let rows: Vec<(PathBuf, &str)> = CLIPS.iter().map(|(p, t)| (speech(p), *t)).collect();
+    write_tsv(dir, "train.tsv", &rows)
+}
+
+/// Common arguments: the whole set in every batch (so losses of successive updates compare).
+fn finetune_args(model: &Path, data: &Path, out: &Path, steps: u64) -> Vec<String> {
+    [
+        "finetune",
+        "--model",
+        &model.display().to_string(),
+        "--data",
+        &data.display().to_string(),
+        "--output",
+        &out.display().to_string(),
+        "--steps",
+        &steps.to_string(),
+        "--lr",
+        "3e-3",
+        "--batch-seconds",
+        "30",
+        "--backend",
+        "ort",
+        "--threads",
+        "1",
+        "--checkpoint-every",
+        "1",
+        "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn step_losses(stdout: &str) -> Vec<f64> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("{\"step\""))
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn loss_decreases_and_output_model_transcribes() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = export_fixture("base-safetensors", dir.path());
+    let data = digits_tsv(dir.path());
+    let out = dir.path().join("run");
+    let run = w2v(finetune_args(&model, &data, &out, 12));
+    assert!(run.success(), "{run:?}");
+    let losses = step_losses(&run.stdout);
+    assert_eq!(losses.len(), 12, "{}", run.stdout);
+    eprintln!("losses: {losses:?}");
+    assert!(
+        losses[11] < 0.8 * losses[0],
+        "loss did not decrease enough: {losses:?}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&run.stdout[run.stdout.find("{\n").expect("report")..]).unwrap();
+    assert_eq!(report["steps"], 12);
+    assert!(report["peak_memory_mb"].as_f64().unwrap() > 1.0, "{report}");
+    let tuned = out.join("model.onnx");
+    assert!(tuned.is_file());
+    // The fine-tuned model is a normal w2v model with lineage metadata.
+    let inspect = w2v(["inspect".as_ref(), tuned.as_os_str(), "--json".as_ref()]);
+    assert!(inspect.success(), "{inspect:?}");
+    assert!(
+        inspect.stdout.contains("w2v.finetune.base_sha256"),
+        "{}",
+        inspect.stdout
+    );
+    let t = w2v([
+        "transcribe".as_ref(),
+        "--model".as_ref(),
+        tuned.as_os_str(),
+        speech(CLIPS[0].0).as_os_str(),
+    ]);
+    assert!(t.success(), "{t:?}");
+}
+
+fn checkpoint_step(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let len = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?) as usize;
+    let header: serde_json::Value = serde_json::from_slice(bytes.get(16..16 + len)?).ok()?;
+    header["step"].as_u64()
+}
+
+#[test]
+fn sigkill_then_resume_equals_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = export_fixture("base-safetensors", dir.path());
+    let data = digits_tsv(dir.path());
+    let steps = 30;
+
+    let straight = dir.path().join("straight");
+    let run = w2v(finetune_args(&model, &data, &straight, steps));
+    assert!(run.success(), "{run:?}");
+
+    let killed = dir.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_w2v"))
+        .args(finetune_args(&model, &data, &killed, steps))
+        .current_dir(repo())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = killed.join("checkpoint.w2vckpt");
+    let start = Instant::now();
+    while checkpoint_step(&ckpt).is_none_or(|s| s < 2) {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    let at = checkpoint_step(&ckpt).unwrap();
+    assert!(at < steps, "killed after the end");
+    eprintln!("killed after checkpoint step {at} of {steps}");
+    assert!(!killed.join("model.onnx").exists());
+
+    let mut args = finetune_args(&model, &data, &killed, steps);
+    args.push("--resume".into());
+    let resumed = w2v(args);
+    assert!(resumed.success(), "{resumed:?}");
+    assert_eq!(step_losses(&resumed.stdout).len() as u64, steps - at);
+    let a = std::fs::read(straight.join("model.onnx")).unwrap();
+    let b = std::fs::read(killed.join("model.onnx")).unwrap();
+    assert!(
+        a == b,
+        "resumed weights differ from the uninterrupted run's"
+    );
+    assert_eq!(
+        std::fs::read(straight.join("checkpoint.w2vckpt")).unwrap(),
+        std::fs::read(&ckpt).unwrap()
+    );
+}
+
+#[test]
+fn bad_input_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = export_fixture("base-safetensors", dir.path());
+    let out = dir.path().join("out");
+    let run_with = |rows: &[(PathBuf, &str)], extra: &[&str]| {
+        let data = write_tsv(dir.path(), "d.tsv", rows);
+        let mut args = finetune_args(&model, &data, &out, 1);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        w2v(args)
+    };
+    let good = (speech(CLIPS[0].0), "zero");
+
+    // Characters outside the vocabulary: an error listing them.
+    let run = run_with(&[good.clone(), (speech(CLIPS[1].0), "oné 2")], &[]);
+    assert_one_error(&run, &["d.tsv", "vocabulary", "'é'", "'2'"]);
+
+    // Missing audio: skipped and counted, or fatal with --strict.
+    let missing = dir.path().join("missing.wav");
+    let run = run_with(&[good.clone(), (missing.clone(), "one")], &[]);
+    assert!(run.success(), "{run:?}");
+    let report: serde_json::Value =
+        serde_json::from_str(&run.stdout[run.stdout.find("{\n").expect("report")..]).unwrap();
+    assert_eq!(report["skipped_unreadable"], 1);
+    let run = run_with(&[good.clone(), (missing.clone(), "one")], &["--strict"]);
+    assert_one_error(&run, &["missing.wav"]);
+
+    // A clip too short for its transcript: skipped and counted.
+    let long = "zero zero zero zero zero zero zero zero zero zero zero zero zero zero zero";
+    let run = run_with(&[good.clone(), (speech(CLIPS[1].0), long)], &[]);
+    assert!(run.success(), "{run:?}");
+    let report: serde_json::Value =
+        serde_json::from_str(&run.stdout[run.stdout.find("{\n").expect("report")..]).unwrap();
+    assert_eq!(report["skipped_too_short"], 1);
+
+    // A quantized model: fine-tuning needs fp32 weights.
+    let int8 = dir.path().join("int8.onnx");
+    let e = w2v([
+        "export".as_ref(),
+        common::fixture("base-safetensors").as_os_str(),
+        "-o".as_ref(),
+        int8.as_os_str(),
+        "--precision".as_ref(),
+        "int8".as_ref(),
+    ]);
+    assert!(e.success(), "{e:?}");
+    let data = digits_tsv(dir.path());
+    let run = w2v(finetune_args(&int8, &data, &out, 1));
+    assert_one_error(&run, &["int8.onnx", "fp32"]);
+}

@@ -1,0 +1,443 @@
+//! End-to-end tests of `w2v listen` through the real binary with a tiny random fixture model
+//! (its words are gibberish, so these tests check segmentation, output, actions and errors; the
+//! recognition quality with the shipped model is `tests/listen_accuracy.rs`).
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use common::stream::{self, Lcg, RATE};
+use common::*;
+use serde_json::Value;
+use tempfile::TempDir;
+
+fn model() -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = export_fixture("base-safetensors", dir.path());
+    (dir, m)
+}
+
+fn listen(model: &Path, args: &[&OsStr]) -> Run {
+    let mut all: Vec<&OsStr> = vec![
+        OsStr::new("listen"),
+        OsStr::new("--model"),
+        model.as_os_str(),
+    ];
+    all.extend_from_slice(args);
+    w2v(all)
+}
+
+fn json_lines(run: &Run) -> Vec<Value> {
+    run.stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("w2v {:?}: not a JSON line ({e}): {l}", run.args))
+        })
+        .collect()
+}
+
+/// Two real clips ("yes", then FSDD "zero" at 8 kHz) in quiet background noise, written as a
+/// 16 kHz WAV. Returns the file and each clip's place in seconds.
+fn two_clip_stream(dir: &Path) -> (PathBuf, Vec<(f64, f64)>) {
+    let mut rng = Lcg(42);
+    let mut audio = stream::noise(RATE as usize, 0.002, &mut rng);
+    let mut spans = Vec::new();
+    for rel in [
+        "speech_commands/yes/a7216980_nohash_3.wav",
+        "fsdd/0_george_0.wav",
+    ] {
+        let clip = stream::load(&speech(rel));
+        let at = audio.len();
+        spans.push((
+            at as f64 / f64::from(RATE),
+            (at + clip.len()) as f64 / f64::from(RATE),
+        ));
+        audio.extend(clip);
+        audio.extend(stream::noise(RATE as usize * 3 / 2, 0.002, &mut rng));
+    }
+    let wav = dir.join("two.wav");
+    stream::write_wav(&wav, &audio);
+    (wav, spans)
+}
+
+#[test]
+fn every_utterance_becomes_one_event_at_its_place() {
+    let (dir, m) = model();
+    let (wav, spans) = two_clip_stream(dir.path());
+    let commands = dir.path().join("COMMANDS.txt");
+    std::fs::write(&commands, "# two commands\nyes => true\nzero\n").unwrap();
+    // Threshold 0 accepts the best phrase whatever the (random) model says.
+    let run = listen(
+        &m,
+        &[
+            OsStr::new("--input"),
+            wav.as_os_str(),
+            OsStr::new("--commands"),
+            commands.as_os_str(),
+            OsStr::new("--threshold"),
+            OsStr::new("0"),
+            OsStr::new("--json"),
+        ],
+    );
+    assert_ok(&run);
+    let events = json_lines(&run);
+    assert_eq!(events.len(), 2, "{}", run.stdout);
+    for (e, (s, t)) in events.iter().zip(&spans) {
+        let (start, end) = (e["start"].as_f64().unwrap(), e["end"].as_f64().unwrap());
+        assert!(start < end, "{e}");
+        // Within the clip, give or take the VAD's pre-roll and tail.
+        assert!(start >= s - 0.25 && end <= t + 0.25, "{e} vs clip {s}..{t}");
+        assert_eq!(e["rejected"], false);
+        assert_eq!(e["kind"], "command");
+        let command = e["command"].as_str().unwrap();
+        assert!(command == "yes" || command == "zero", "{e}");
+        let c = e["confidence"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&c), "{e}");
+        assert!(e["text"].is_string() && e["decided_at"].is_number());
+        if command == "yes" {
+            assert_eq!(e["action"], serde_json::json!(["true"]));
+        } else {
+            assert!(e["action"].is_null());
+        }
+    }
+    // The same run in text mode: one line per event.
+    let run = listen(
+        &m,
+        &[
+            OsStr::new("--input"),
+            wav.as_os_str(),
+            OsStr::new("--commands"),
+            commands.as_os_str(),
+            OsStr::new("--threshold"),
+            OsStr::new("0"),
+        ],
+    );
+    assert_ok(&run);
+    assert_eq!(run.stdout.lines().count(), 2, "{}", run.stdout);
+}
+
+#[test]
+fn a_high_threshold_rejects_instead_of_forcing() {
+    let (dir, m) = model();
+    let (wav, _) = two_clip_stream(dir.path());
+    let commands = dir.path().join("COMMANDS.txt");
+    std::fs::write(&commands, "yes\nzero\n").unwrap();
+    let run = listen(
+        &m,
+        &[
+            OsStr::new("--input"),
+            wav.as_os_str(),
+            OsStr::new("--commands"),
+            commands.as_os_str(),
+            OsStr::new("--threshold"),
+            OsStr::new("1"),
+            OsStr::new("--json"),
+        ],
+    );
+    assert_ok(&run);
+    let events = json_lines(&run);
+    assert_eq!(events.len(), 2, "{}", run.stdout);
+    for e in &events {
+        assert_eq!(e["rejected"], true, "{e}");
+        assert!(e["command"].is_null() && e["action"].is_null(), "{e}");
+        let kind = e["kind"].as_str().unwrap();
+        assert!(
+            ["out_of_grammar", "low_confidence", "no_speech"].contains(&kind),
+            "{e}"
+        );
+        assert!(e["confidence"].as_f64().unwrap() < 1.0);
+    }
+}
+
+#[test]
+fn exec_runs_the_action_without_a_shell() {
+    let (dir, m) = model();
+    let (wav, _) = two_clip_stream(dir.path());
+    let fired = dir.path().join("fired; echo not-a-shell");
+    let commands = dir.path().join("COMMANDS.txt");
+    std::fs::write(&commands, format!("go => touch \"{}\"\n", fired.display())).unwrap();
+    let run = listen(
+        &m,
+        &[
+            OsStr::new("--input"),
+            wav.as_os_str(),
+            OsStr::new("--commands"),
+            commands.as_os_str(),
+            OsStr::new("--threshold"),
+            OsStr::new("0"),
+            OsStr::new("--exec"),
+        ],
+    );
+    assert_ok(&run);
+    // The `;` reached touch as part of the file name: no shell was involved.
+    assert!(fired.is_file(), "{}", run.stdout);
+
+    // A program that does not exist: a warning naming it, and listening goes on.
+    std::fs::write(&commands, "go => /nonexistent/program --flag\n").unwrap();
+    let run = listen(
+        &m,
+        &[
+            OsStr::new("--input"),
+            wav.as_os_str(),
+            OsStr::new("--commands"),
+            commands.as_os_str(),
+            OsStr::new("--threshold"),
+            OsStr::new("0"),
+            OsStr::new("--exec"),
+        ],
+    );
+    assert!(run.success(), "{run:?}");
+    assert_no_panic(&run);
+    let lines = run.stderr_lines();
+    assert_eq!(lines.len(), 2, "{}", run.stderr);
+    for l in lines {
+        assert!(
+            l.starts_with("warning: command \"go\": cannot run \"/nonexistent/program\""),
+            "{l}"
+        );
+    }
+    assert_eq!(run.stdout.lines().count(), 2);
+}
+
+#[test]
+fn without_commands_each_utterance_is_transcribed() {
+    let (dir, m) = model();
+    let (wav, spans) = two_clip_stream(dir.path());
+    let run = listen(
+        &m,
+        &[OsStr::new("--input"), wav.as_os_str(), OsStr::new("--json")],
+    );
+    assert_ok(&run);
+    // The random model may say nothing for an utterance (no event then), never more than one.
+    let events = json_lines(&run);
+    assert!(events.len() <= 2, "{}", run.stdout);
+    for e in &events {
+        assert_eq!(e["kind"], "transcript");
+        assert_eq!(e["rejected"], false);
+        assert!(!e["text"].as_str().unwrap().is_empty());
+        let mid = (e["start"].as_f64().unwrap() + e["end"].as_f64().unwrap()) / 2.0;
+        assert!(
+            spans.iter().any(|(s, t)| mid > s - 0.25 && mid < t + 0.25),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn realtime_playback_takes_the_stream_duration() {
+    let (dir, m) = model();
+    let mut rng = Lcg(9);
+    let mut audio = stream::noise(RATE as usize / 2, 0.002, &mut rng);
+    audio.extend(stream::load(&speech(
+        "speech_commands/yes/a7216980_nohash_3.wav",
+    )));
+    audio.extend(stream::noise(RATE as usize, 0.002, &mut rng));
+    let wav = dir.path().join("short.wav");
+    stream::write_wav(&wav, &audio);
+    let commands = dir.path().join("COMMANDS.txt");
+    std::fs::write(&commands, "yes\n").unwrap();
+    let t = std::time::Instant::now();
+    let run = listen(
+        &m,
+        &[
+            OsStr::new("--input"),
+            wav.as_os_str(),
+            OsStr::new("--realtime"),
+            OsStr::new("--commands"),
+            commands.as_os_str(),
+            OsStr::new("--threshold"),
+            OsStr::new("0"),
+            OsStr::new("--json"),
+        ],
+    );
+    let took = t.elapsed().as_secs_f64();
+    assert_ok(&run);
+    assert!(took >= 2.5, "2.5 s of audio took {took:.2} s");
+    let events = json_lines(&run);
+    assert_eq!(events.len(), 1, "{}", run.stdout);
+    // Decided after the word ended (wall clock since the first audio), not before.
+    let decided = events[0]["decided_at"].as_f64().unwrap();
+    let end = events[0]["end"].as_f64().unwrap();
+    assert!(decided >= end && decided < 2.5 + 1.0, "{}", events[0]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input
+
+fn wav_and_commands(dir: &Path, commands: &str) -> (PathBuf, PathBuf) {
+    let wav = dir.join("a.wav");
+    std::fs::write(&wav, pcm16_wav(16000, &[0; 16000])).unwrap();
+    let c = dir.join("COMMANDS.txt");
+    std::fs::write(&c, commands).unwrap();
+    (wav, c)
+}
+
+#[test]
+fn missing_or_empty_commands_file() {
+    let (dir, m) = model();
+    let (wav, _) = wav_and_commands(dir.path(), "");
+    let missing = dir.path().join("nope.txt");
+    let run = listen(
+        &m,
+        &[
+            OsStr::new("--input"),
+            wav.as_os_str(),
+            OsStr::new("--commands"),
+            missing.as_os_str(),
+        ],
+    );
+    assert_one_error(&run, &[&shown(&missing), "no such file"]);
+
+    for text in ["", "\n  \n# just a comment\n"] {
+        let (_, c) = wav_and_commands(dir.path(), text);
+        let run = listen(
+            &m,
+            &[
+                OsStr::new("--input"),
+                wav.as_os_str(),
+                OsStr::new("--commands"),
+                c.as_os_str(),
+            ],
+        );
+        assert_one_error(&run, &[&shown(&c), "no command phrases"]);
+    }
+    let run = listen(
+        &m,
+        &[
+            OsStr::new("--input"),
+            wav.as_os_str(),
+            OsStr::new("--commands"),
+            dir.path().as_os_str(),
+        ],
+    );
+    assert_one_error(&run, &[&shown(dir.path())]);
+}
+
+#[test]
+fn phrase_outside_the_vocabulary_is_named() {
+    let (dir, m) = model();
+    let (wav, c) = wav_and_commands(dir.path(), "yes\nlights on\nturn on 2\n");
+    let run = listen(
+        &m,
+        &[
+            OsStr::new("--input"),
+            wav.as_os_str(),
+            OsStr::new("--commands"),
+            c.as_os_str(),
+        ],
+    );
+    let line = assert_one_error(
+        &run,
+        &[
+            &shown(&c),
+            ":3:",
+            "phrase \"turn on 2\"",
+            "'2'",
+            "vocabulary",
+        ],
+    );
+    assert!(!line.contains("lights"), "{line}");
+    let (_, c) = wav_and_commands(dir.path(), "stop => say 'unterminated\n");
+    let run = listen(
+        &m,
+        &[
+            OsStr::new("--input"),
+            wav.as_os_str(),
+            OsStr::new("--commands"),
+            c.as_os_str(),
+        ],
+    );
+    assert_one_error(&run, &[&shown(&c), "phrase \"stop\"", "unterminated"]);
+}
+
+#[test]
+fn bad_input_file() {
+    let (dir, m) = model();
+    let (_, c) = wav_and_commands(dir.path(), "yes\n");
+    let missing = dir.path().join("missing.wav");
+    let run = listen(
+        &m,
+        &[
+            OsStr::new("--input"),
+            missing.as_os_str(),
+            OsStr::new("--commands"),
+            c.as_os_str(),
+        ],
+    );
+    assert_one_error(&run, &[&shown(&missing), "no such file"]);
+    let text = dir.path().join("notes.wav");
+    std::fs::write(&text, "this is not audio at all, just some text").unwrap();
+    let run = listen(
+        &m,
+        &[
+            OsStr::new("--input"),
+            text.as_os_str(),
+            OsStr::new("--commands"),
+            c.as_os_str(),
+        ],
+    );
+    assert_one_error(&run, &[&shown(&text), "not an audio file"]);
+}
+
+#[test]
+fn unknown_capture_device_lists_the_devices_found() {
+    let (dir, m) = model();
+    let (_, c) = wav_and_commands(dir.path(), "yes\n");
+    let run = listen(
+        &m,
+        &[
+            OsStr::new("--device"),
+            OsStr::new("no-such-microphone"),
+            OsStr::new("--commands"),
+            c.as_os_str(),
+        ],
+    );
+    let line = assert_one_error(
+        &run,
+        &["no audio input device named \"no-such-microphone\""],
+    );
+    assert!(
+        line.contains("(devices found: ") || line.contains("(the system lists no capture devices)"),
+        "{line}"
+    );
+}
+
+#[test]
+fn bad_options_are_usage_errors() {
+    let (dir, m) = model();
+    let (wav, c) = wav_and_commands(dir.path(), "yes\n");
+    let run = listen(
+        &m,
+        &[
+            OsStr::new("--input"),
+            wav.as_os_str(),
+            OsStr::new("--commands"),
+            c.as_os_str(),
+            OsStr::new("--threshold"),
+            OsStr::new("1.5"),
+        ],
+    );
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("not between 0 and 1"), "{}", run.stderr);
+    // --exec needs a grammar; --realtime needs a file.
+    let run = listen(
+        &m,
+        &[OsStr::new("--input"), wav.as_os_str(), OsStr::new("--exec")],
+    );
+    assert_eq!(run.code, Some(2), "{run:?}");
+    let run = listen(&m, &[OsStr::new("--realtime")]);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    // A pause longer than the hangover cannot work.
+    let run = listen(
+        &m,
+        &[
+            OsStr::new("--input"),
+            wav.as_os_str(),
+            OsStr::new("--pause-ms"),
+            OsStr::new("900"),
+        ],
+    );
+    assert_one_error(&run, &["pause (900 ms)", "hangover (400 ms)"]);
+}
