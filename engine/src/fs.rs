@@ -81,6 +81,12 @@ pub struct ReadError {
 }
 
 /// Lowercase hex sha256 of the files' contents, one after the other.
+/// Lower-case hex sha256 of bytes already in memory (model files, data lists).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(bytes))
+}
+
 pub fn sha256_files<P: AsRef<Path>>(files: &[P]) -> Result<String, ReadError> {
     use sha2::{Digest, Sha256};
     use std::io::Read;

@@ -80,14 +80,15 @@ pub fn activation_scales(
     let info = w2v_engine::ModelInfo::read(fp32).map_err(err)?;
     let model = tract_onnx::onnx().model_for_path(fp32).map_err(err)?;
     let mut hists: Vec<AbsHistogram> = names.iter().map(|_| AbsHistogram::new()).collect();
-    let mut used = 0;
+    let (mut used, mut short) = (0, 0);
     for clip in &set.clips {
         let mut samples = clip.samples.clone();
         if info.do_normalize {
             w2v_engine::audio::normalize(&mut samples);
         }
         if info.frames_for_samples(samples.len()) == 0 {
-            tracing::warn!(clip = %clip.name, "calibration clip shorter than one frame; skipped");
+            tracing::debug!(clip = %clip.name, "calibration clip shorter than one frame; skipped");
+            short += 1;
             continue;
         }
         used += 1;
@@ -126,6 +127,12 @@ pub fn activation_scales(
                 None => h.add(&v.iter().copied().collect::<Vec<_>>()),
             }
         }
+    }
+    if used > 0 && short > 0 {
+        tracing::warn!(
+            "{}: {short} calibration clips shorter than one frame were skipped",
+            set.source
+        );
     }
     if used == 0 {
         return Err(ExportError::Eval(format!(

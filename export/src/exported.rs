@@ -13,7 +13,6 @@
 use std::path::{Path, PathBuf};
 
 use prost::Message;
-use sha2::{Digest, Sha256};
 use w2v_engine::model_info::ModelInfoError;
 use w2v_engine::onnx_pb::{data_type, ModelProto, TensorProto};
 use w2v_engine::ModelInfo;
@@ -65,7 +64,7 @@ pub fn read(path: &Path) -> Result<ExportedModel, ExportError> {
         )));
     }
     let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-    let sha256 = format!("{:x}", Sha256::digest(&bytes));
+    let sha256 = w2v_engine::fs::sha256_hex(&bytes);
     let model = ModelProto::decode(bytes.as_slice())
         .map_err(|e| fail(format!("not an ONNX model ({e})")))?;
     drop(bytes);

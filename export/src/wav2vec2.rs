@@ -454,34 +454,27 @@ impl<'a> Wav2Vec2Graph<'a> {
             cfg.num_conv_pos_embedding_groups,
         );
         let v_shape = [h, h / groups, k];
-        let (g_t, v_t) = if self.w.contains(&format!("{scope}.weight_g")) {
-            (
-                self.w.take(&format!("{scope}.weight_g"), &[1, 1, k])?,
-                self.w.take(&format!("{scope}.weight_v"), &v_shape)?,
-            )
+        // (weight-norm magnitude, direction), or the plain weight of a checkpoint with weight
+        // norm already removed (and of an exported model being re-quantized)
+        let weight = if self.w.contains(&format!("{scope}.weight_g")) {
+            let g_t = self.w.take(&format!("{scope}.weight_g"), &[1, 1, k])?;
+            let v_t = self.w.take(&format!("{scope}.weight_v"), &v_shape)?;
+            weight_norm_dim2(&g_t, &v_t)
         } else if self
             .w
             .contains(&format!("{scope}.parametrizations.weight.original0"))
         {
-            (
-                self.w.take(
-                    &format!("{scope}.parametrizations.weight.original0"),
-                    &[1, 1, k],
-                )?,
-                self.w.take(
-                    &format!("{scope}.parametrizations.weight.original1"),
-                    &v_shape,
-                )?,
-            )
-        } else {
-            // A checkpoint with weight norm already removed stores the plain weight.
-            let w = self.w.take(&format!("{scope}.weight"), &v_shape)?;
-            (Tensor::new(vec![], vec![]), w)
-        };
-        let weight = if g_t.data.is_empty() {
-            v_t
-        } else {
+            let g_t = self.w.take(
+                &format!("{scope}.parametrizations.weight.original0"),
+                &[1, 1, k],
+            )?;
+            let v_t = self.w.take(
+                &format!("{scope}.parametrizations.weight.original1"),
+                &v_shape,
+            )?;
             weight_norm_dim2(&g_t, &v_t)
+        } else {
+            self.w.take(&format!("{scope}.weight"), &v_shape)?
         };
         let b = self.w.take(&format!("{scope}.bias"), &[h])?;
         // A wide grouped conv summing 128 taps per output: kept in float32 under fp16.

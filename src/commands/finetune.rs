@@ -165,11 +165,6 @@ fn load_examples(
     Ok((examples, unreadable, too_short))
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    format!("{:x}", Sha256::digest(bytes))
-}
-
 pub fn run(args: Args) -> Result<ExitCode> {
     let start = Instant::now();
     let model_path = super::model::resolve_model(args.model.model.as_deref())?;
@@ -193,7 +188,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let model = ModelProto::decode(bytes.as_slice())
         .with_context(|| format!("{}: not an ONNX model", model_path.display()))?;
     let (examples, unreadable, too_short) = load_examples(&args.data, &info, args.strict)?;
-    let data_hash = sha256_hex(&std::fs::read(&args.data)?);
+    let data_hash = w2v_engine::fs::sha256_hex(&std::fs::read(&args.data)?);
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("{}: cannot create folder", args.output.display()))?;
     let ckpt_path = args.output.join(CHECKPOINT_FILE);
@@ -256,7 +251,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     bar.finish_and_clear();
 
     let mut lineage = BTreeMap::new();
-    lineage.insert("w2v.finetune.base_sha256".into(), sha256_hex(&bytes));
+    lineage.insert("w2v.finetune.base_sha256".into(), w2v_engine::fs::sha256_hex(&bytes));
     lineage.insert("w2v.finetune.data_sha256".into(), data_hash);
     lineage.insert("w2v.finetune.steps".into(), args.steps.to_string());
     let out_model = args.output.join(MODEL_FILE);

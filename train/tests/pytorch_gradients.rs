@@ -17,7 +17,7 @@ use w2v_engine::backend::ort::{OrtGraph, OrtOptions};
 use w2v_engine::backend::tract::TractGraph;
 use w2v_engine::backend::{BackendError, BackendOptions, GraphRunner, TensorView};
 use w2v_engine::onnx_pb::ModelProto;
-use w2v_export::{export_hf_folder, ExportOptions};
+use w2v_export::ExportOptions;
 use w2v_train::autodiff::TrainingGraphs;
 use w2v_train::ctc::{ctc_loss, LogitsView, Reduction};
 use w2v_train::gradients::{GradientRunner, RunnerFactory};
@@ -107,7 +107,7 @@ fn norm(v: impl Iterator<Item = f64>) -> f64 {
 fn check_variant(variant: &str, runner: &str, make: &RunnerFactory<'_>, freeze_fe: bool) {
     let dir = tempfile::tempdir().unwrap();
     let onnx = dir.path().join("model.onnx");
-    export_hf_folder(&fixture(variant), &onnx, &ExportOptions::default()).unwrap();
+    w2v_export::export(&fixture(variant), &onnx, &ExportOptions::default()).unwrap();
     let model = ModelProto::decode(std::fs::read(&onnx).unwrap().as_slice()).unwrap();
     let graphs = TrainingGraphs::build(&model, |t| parameters::is_trainable(t, freeze_fe))
         .unwrap_or_else(|e| panic!("{variant}: {e}"));
