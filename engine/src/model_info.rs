@@ -27,6 +27,10 @@ pub mod keys {
     pub const PRECISION: &str = "w2v.precision";
     pub const SOURCE_SHA256: &str = "w2v.source_sha256";
     pub const EXPORTER_VERSION: &str = "w2v.exporter_version";
+    /// The checkpoint's `masked_spec_embed` (comma-separated float32 values, one per model
+    /// channel): what fine-tuning's time masks put in place of the masked frames. Not part of
+    /// [`super::ModelInfo`]: only `w2v finetune` reads it.
+    pub const MASKED_SPEC_EMBED: &str = "w2v.masked_spec_embed";
 }
 
 /// The metadata format this build writes and understands.

@@ -441,6 +441,11 @@ fn build_hf_folder(
     let (frame_stride, receptive_field) =
         model_info::conv_stride_and_receptive_field(&cfg.conv_layers());
     let pad_token_id = cfg.pad_token_id.unwrap_or(0).min(cfg.vocab_size - 1);
+    let mut raw = BTreeMap::new();
+    if let Some(embed) = &model.masked_spec_embed {
+        let text: Vec<String> = embed.iter().map(f32::to_string).collect();
+        raw.insert(model_info::keys::MASKED_SPEC_EMBED.into(), text.join(","));
+    }
     let info = ModelInfo {
         format_version: FORMAT_VERSION,
         model_type: MODEL_TYPE_WAV2VEC2_CTC.into(),
@@ -456,7 +461,7 @@ fn build_hf_folder(
         precision: Precision::Fp32.as_str().into(),
         source_sha256,
         exporter_version: env!("CARGO_PKG_VERSION").into(),
-        raw: BTreeMap::new(),
+        raw,
     };
     Ok((model.g, info, weight_files))
 }

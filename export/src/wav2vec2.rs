@@ -15,13 +15,7 @@ use crate::ExportError;
 
 /// Checkpoint tensors that exist only for pre-training or SpecAugment and are not part of the
 /// CTC forward pass at inference.
-const UNUSED_PREFIXES: &[&str] = &[
-    "masked_spec_embed",
-    "quantizer.",
-    "project_q.",
-    "project_hid.",
-    "wav2vec2.masked_spec_embed",
-];
+const UNUSED_PREFIXES: &[&str] = &["quantizer.", "project_q.", "project_hid."];
 
 /// The checkpoint's tensors, looked up with or without the `wav2vec2.` prefix, shape-checked,
 /// and tracked so that leftovers can be reported.
@@ -152,6 +146,10 @@ pub struct Wav2Vec2Graph<'a> {
     pub g: GraphBuilder,
     pub w: Weights,
     cfg: &'a Wav2Vec2Config,
+    /// The checkpoint's `masked_spec_embed` (SpecAugment's fill vector, one value per model
+    /// channel), when it has one: not part of the inference graph, kept in the metadata for
+    /// fine-tuning ([`w2v_engine::model_info::keys::MASKED_SPEC_EMBED`]).
+    pub masked_spec_embed: Option<Vec<f32>>,
 }
 
 impl<'a> Wav2Vec2Graph<'a> {
@@ -170,7 +168,11 @@ impl<'a> Wav2Vec2Graph<'a> {
             g: GraphBuilder::new(opset),
             w: weights,
             cfg,
+            masked_spec_embed: None,
         };
+        m.masked_spec_embed =
+            m.w.take_optional("masked_spec_embed", &[cfg.hidden_size])?
+                .map(|t| t.data);
         let batch = Dim::Symbolic("batch");
         let input = m.g.input(
             "input_values",
