@@ -64,7 +64,7 @@ fn finetune_args(model: &Path, data: &Path, out: &Path, steps: u64) -> Vec<Strin
 fn step_losses(stdout: &str) -> Vec<f64> {
     stdout
         .lines()
-        .filter(|l| l.starts_with("{\"step\""))
+        .filter(|l| l.starts_with("{\"step\"") && l.contains("\"loss\""))
         .map(|l| {
             serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
                 .as_f64()
@@ -109,6 +109,173 @@ fn loss_decreases_and_output_model_transcribes() {
         speech(CLIPS[0].0).as_os_str(),
     ]);
     assert!(t.success(), "{t:?}");
+    // ... which `w2v export` re-quantizes on the device, keeping the lineage.
+    let int8 = dir.path().join("tuned.int8.onnx");
+    let q = w2v([
+        "export".as_ref(),
+        tuned.as_os_str(),
+        "-o".as_ref(),
+        int8.as_os_str(),
+        "--precision".as_ref(),
+        "int8".as_ref(),
+    ]);
+    assert!(q.success(), "{q:?}");
+    let inspect = w2v(["inspect".as_ref(), int8.as_os_str(), "--json".as_ref()]);
+    assert!(inspect.success(), "{inspect:?}");
+    assert!(
+        inspect.stdout.contains("\"int8\"") && inspect.stdout.contains("w2v.finetune.base_sha256"),
+        "{}",
+        inspect.stdout
+    );
+    let t = w2v([
+        "transcribe".as_ref(),
+        "--model".as_ref(),
+        int8.as_os_str(),
+        speech(CLIPS[0].0).as_os_str(),
+    ]);
+    assert!(t.success(), "{t:?}");
+}
+
+/// The float32 initializers of an ONNX model, by name.
+fn weights(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use prost::Message;
+    let m =
+        w2v_engine::onnx_pb::ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
+    m.graph
+        .unwrap()
+        .initializer
+        .into_iter()
+        .filter(|t| t.data_type == w2v_engine::onnx_pb::data_type::FLOAT && !t.dims.is_empty())
+        .map(|t| (t.name, t.raw_data))
+        .collect()
+}
+
+#[test]
+fn eval_reports_wer_before_during_and_after_and_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = export_fixture("base-safetensors", dir.path());
+    let data = digits_tsv(dir.path());
+    let out = dir.path().join("run");
+    let mut args = finetune_args(&model, &data, &out, 4);
+    args.extend(["--eval", data.to_str().unwrap(), "--eval-every", "2"].map(String::from));
+    let run = w2v(args);
+    assert!(run.success(), "{run:?}");
+    let evals: Vec<(u64, f64)> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("\"eval_wer\"") && l.starts_with('{'))
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["eval_wer"].as_f64().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        evals.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [0, 2, 4],
+        "{}",
+        run.stdout
+    );
+    // a random fixture model outputs nonsense: every reference word is wrong or missing
+    assert!(evals.iter().all(|e| e.1 >= 0.5), "{evals:?}");
+    let report: serde_json::Value =
+        serde_json::from_str(&run.stdout[run.stdout.find("{\n").expect("report")..]).unwrap();
+    assert_eq!(report["eval_wer_before"].as_f64(), Some(evals[0].1));
+    assert_eq!(report["eval_wer"].as_f64(), Some(evals[2].1));
+    let tuned = out.join("model.onnx");
+    let inspect = w2v(["inspect".as_ref(), tuned.as_os_str(), "--json".as_ref()]);
+    assert!(inspect.success(), "{inspect:?}");
+    let want = format!("{:.6}", evals[2].1);
+    assert!(
+        inspect.stdout.contains("w2v.finetune.eval_wer") && inspect.stdout.contains(&want),
+        "{}",
+        inspect.stdout
+    );
+}
+
+#[test]
+fn a_frozen_transformer_leaves_all_but_the_ctc_head_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = export_fixture("base-safetensors", dir.path());
+    let data = digits_tsv(dir.path());
+    let before = weights(&model);
+    let out = dir.path().join("frozen");
+    let mut args = finetune_args(&model, &data, &out, 3);
+    args.extend(["--freeze-transformer-steps", "3"].map(String::from));
+    let run = w2v(args);
+    assert!(run.success(), "{run:?}");
+    let after = weights(&out.join("model.onnx"));
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    for (name, w) in &before {
+        if name.starts_with("lm_head.") {
+            assert_ne!(w, &after[name], "{name} did not train");
+        } else {
+            assert_eq!(w, &after[name], "{name} changed while frozen");
+        }
+    }
+    // afterwards the Transformer trains too (the feature encoder stays frozen)
+    let out = dir.path().join("unfrozen");
+    let mut args = finetune_args(&model, &data, &out, 3);
+    args.extend(["--freeze-transformer-steps", "1"].map(String::from));
+    assert!(w2v(args).success());
+    let after = weights(&out.join("model.onnx"));
+    let changed = |prefix: &str| {
+        before
+            .iter()
+            .filter(|(n, _)| n.trim_start_matches("wav2vec2.").starts_with(prefix))
+            .any(|(n, w)| *w != after[n])
+    };
+    assert!(changed("encoder.layers."));
+    assert!(!changed("feature_extractor."));
+}
+
+#[test]
+fn masking_changes_training_and_bad_probabilities_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = export_fixture("base-safetensors", dir.path());
+    let data = digits_tsv(dir.path());
+    let run_with = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = finetune_args(&model, &data, &out, 2);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        (w2v(args), out.join("model.onnx"))
+    };
+    let (plain, a) = run_with("plain", &["--no-masking"]);
+    assert!(plain.success(), "{plain:?}");
+    let (masked, b) = run_with(
+        "masked",
+        &[
+            "--mask-time-prob",
+            "0.5",
+            "--mask-time-length",
+            "2",
+            "--mask-channel-prob",
+            "0.3",
+        ],
+    );
+    assert!(masked.success(), "{masked:?}");
+    assert_ne!(weights(&a), weights(&b), "masking made no difference");
+    let (again, c) = run_with(
+        "masked-again",
+        &[
+            "--mask-time-prob",
+            "0.5",
+            "--mask-time-length",
+            "2",
+            "--mask-channel-prob",
+            "0.3",
+        ],
+    );
+    assert!(again.success());
+    assert_eq!(
+        weights(&b),
+        weights(&c),
+        "masks are not reproducible from the seed"
+    );
+    let (bad, _) = run_with("bad", &["--mask-time-prob", "1.5"]);
+    assert_one_error(&bad, &["--mask-time-prob", "1.5"]);
 }
 
 fn checkpoint_step(path: &Path) -> Option<u64> {

@@ -11,12 +11,14 @@ use anyhow::{bail, Context, Result};
 use prost::Message;
 use serde::Serialize;
 use w2v_engine::audio;
-use w2v_engine::ctc::Vocabulary;
+use w2v_engine::ctc::{greedy_decode, Vocabulary};
 use w2v_engine::fs::atomic_write;
 use w2v_engine::manifest::read_manifest;
+use w2v_engine::metrics::{word_errors, EditCounts};
 use w2v_engine::model_info::ModelInfo;
 use w2v_engine::onnx_pb::ModelProto;
 use w2v_train::checkpoint;
+use w2v_train::spec_augment::Masking;
 use w2v_train::trainer::{Example, Trainer, TrainerConfig};
 
 use super::model::{graph_runner_factory, ModelArgs};
@@ -58,6 +60,35 @@ pub struct Args {
     /// Also train the convolutional feature encoder (frozen by default).
     #[arg(long)]
     train_feature_encoder: bool,
+    /// Only the CTC head trains for the first N updates, then head and Transformer (the
+    /// paper's and fairseq's freeze_finetune_updates).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    freeze_transformer_steps: u64,
+    /// Fraction of frames covered by time masks, spans of --mask-time-length frames filled
+    /// with the model's masked_spec_embed (transformers' mask_time_prob) [default: the model's
+    /// config, else 0.05].
+    #[arg(long, value_name = "P")]
+    mask_time_prob: Option<f64>,
+    /// Frames per time mask [default: the model's config, else 10].
+    #[arg(long, value_name = "N")]
+    mask_time_length: Option<usize>,
+    /// Fraction of channels zeroed, in spans of --mask-channel-length (transformers'
+    /// mask_feature_prob) [default: the model's config, else 0].
+    #[arg(long, value_name = "P")]
+    mask_channel_prob: Option<f64>,
+    /// Channels per channel mask [default: the model's config, else 10].
+    #[arg(long, value_name = "N")]
+    mask_channel_length: Option<usize>,
+    /// No time or channel masking.
+    #[arg(long, conflicts_with_all = ["mask_time_prob", "mask_channel_prob"])]
+    no_masking: bool,
+    /// TSV of `path<TAB>transcript` rows to measure WER on: before training, every
+    /// --eval-every updates and at the end (the final WER goes into the model's metadata).
+    #[arg(long, value_name = "DATA.tsv")]
+    eval: Option<PathBuf>,
+    /// Updates between evaluations [default: --checkpoint-every].
+    #[arg(long, value_name = "N")]
+    eval_every: Option<u64>,
     /// Continue from the checkpoint in --output (same settings required).
     #[arg(long)]
     resume: bool,
@@ -78,6 +109,12 @@ struct StepLine {
 }
 
 #[derive(Serialize)]
+struct EvalLine {
+    step: u64,
+    eval_wer: f64,
+}
+
+#[derive(Serialize)]
 struct Report {
     model: String,
     output: String,
@@ -87,6 +124,9 @@ struct Report {
     skipped_too_short: usize,
     first_loss: Option<f64>,
     final_loss: Option<f64>,
+    /// Word error rate on --eval before the first update (absent when resumed) and at the end.
+    eval_wer_before: Option<f64>,
+    eval_wer: Option<f64>,
     wall_seconds: f64,
     /// Peak resident memory of the process (VmHWM), in MiB; absent where not measurable.
     peak_memory_mb: Option<f64>,
@@ -165,6 +205,37 @@ fn load_examples(
     Ok((examples, unreadable, too_short))
 }
 
+/// The --eval rows: normalized audio and transcript. Unreadable audio is an error (an
+/// evaluation that silently drops rows would not be comparable between runs).
+fn load_eval(data: &Path, info: &ModelInfo) -> Result<Vec<(Vec<f32>, String)>> {
+    let rows = read_manifest(data)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut samples = audio::load(&row.path, info.sample_rate)
+            .with_context(|| format!("{} (in {})", row.path.display(), data.display()))?;
+        if info.do_normalize {
+            audio::normalize(&mut samples);
+        }
+        out.push((samples, row.transcript));
+    }
+    if out.is_empty() {
+        bail!("{}: no rows to evaluate on", data.display());
+    }
+    Ok(out)
+}
+
+/// Corpus WER of the current weights on `set` (greedy decoding).
+fn evaluate(trainer: &mut Trainer, set: &[(Vec<f32>, String)], vocab: &Vocabulary) -> Result<f64> {
+    let mut counts = EditCounts::default();
+    let spf = trainer.info().frame_stride as f64 / trainer.info().sample_rate as f64;
+    for (samples, reference) in set {
+        let (logits, _) = trainer.logits(samples)?;
+        let hyp = greedy_decode(&logits, vocab, spf, 0.0);
+        counts += word_errors(reference, &hyp.text);
+    }
+    Ok(counts.rate())
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     let start = Instant::now();
     let model_path = super::model::resolve_model(args.model.model.as_deref())?;
@@ -193,6 +264,40 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .with_context(|| format!("{}: cannot create folder", args.output.display()))?;
     let ckpt_path = args.output.join(CHECKPOINT_FILE);
 
+    let eval_set = match &args.eval {
+        Some(p) => Some(load_eval(p, &info)?),
+        None => None,
+    };
+    let masking = if args.no_masking {
+        Masking::NONE
+    } else {
+        let from = Masking::from_config(&info.config);
+        Masking {
+            time_prob: args.mask_time_prob.unwrap_or(from.time_prob),
+            time_length: args.mask_time_length.unwrap_or(from.time_length),
+            channel_prob: args.mask_channel_prob.unwrap_or(from.channel_prob),
+            channel_length: args.mask_channel_length.unwrap_or(from.channel_length),
+        }
+    };
+    for (what, p) in [
+        ("--mask-time-prob", masking.time_prob),
+        ("--mask-channel-prob", masking.channel_prob),
+    ] {
+        if !(0.0..1.0).contains(&p) {
+            bail!("{what} {p}: must be at least 0 and below 1");
+        }
+    }
+    if masking.is_active()
+        && !model
+            .metadata_props
+            .iter()
+            .any(|e| e.key == w2v_engine::model_info::keys::MASKED_SPEC_EMBED)
+    {
+        tracing::warn!(
+            "{}: no masked_spec_embed in the model (exported by an older w2v?): time masks fill with zeros",
+            model_path.display()
+        );
+    }
     let config = TrainerConfig {
         steps: args.steps,
         lr: args.lr,
@@ -200,6 +305,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         accumulation: args.accumulate,
         seed: args.seed,
         freeze_feature_encoder: !args.train_feature_encoder,
+        freeze_transformer_steps: args.freeze_transformer_steps,
+        masking,
         ..TrainerConfig::default()
     };
     let make = graph_runner_factory(&args.model)?;
@@ -215,6 +322,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
 
     install_sigint_handler();
+
+    let vocab = Vocabulary::from_model_info(&info);
+    let eval_every = args.eval_every.unwrap_or(args.checkpoint_every).max(1);
+    let mut eval_wer_before = None;
+    let mut eval_wer = None;
+    if let Some(set) = &eval_set {
+        if trainer.state.step == 0 {
+            let wer = evaluate(&mut trainer, set, &vocab)?;
+            eval_wer_before = Some(wer);
+            report_eval(args.json, 0, wer, None);
+        }
+    }
 
     let bar = progress_bar(args.steps, "fine-tuning");
     bar.set_position(trainer.state.step);
@@ -234,6 +353,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
             };
             bar.suspend(|| println!("{}", serde_json::to_string(&line).unwrap_or_default()));
         }
+        if let Some(set) = &eval_set {
+            if r.step % eval_every == 0 || r.step == args.steps {
+                let wer = evaluate(&mut trainer, set, &vocab)?;
+                eval_wer = Some(wer);
+                report_eval(args.json, r.step, wer, Some(&bar));
+            }
+        }
         let stop = INTERRUPTED.load(Ordering::SeqCst);
         if r.step % args.checkpoint_every.max(1) == 0 || r.step == args.steps || stop {
             checkpoint::save(&ckpt_path, &trainer)?;
@@ -251,9 +377,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
     bar.finish_and_clear();
 
     let mut lineage = BTreeMap::new();
-    lineage.insert("w2v.finetune.base_sha256".into(), w2v_engine::fs::sha256_hex(&bytes));
+    lineage.insert(
+        "w2v.finetune.base_sha256".into(),
+        w2v_engine::fs::sha256_hex(&bytes),
+    );
     lineage.insert("w2v.finetune.data_sha256".into(), data_hash);
     lineage.insert("w2v.finetune.steps".into(), args.steps.to_string());
+    if let (Some(wer), Some(p)) = (eval_wer, &args.eval) {
+        lineage.insert("w2v.finetune.eval_wer".into(), format!("{wer:.6}"));
+        lineage.insert(
+            "w2v.finetune.eval_data_sha256".into(),
+            w2v_engine::fs::sha256_hex(&std::fs::read(p)?),
+        );
+    }
     let out_model = args.output.join(MODEL_FILE);
     let tuned = trainer.updated_model(&model, &lineage);
     atomic_write(&out_model, |w| {
@@ -269,6 +405,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         skipped_too_short: too_short,
         first_loss,
         final_loss,
+        eval_wer_before,
+        eval_wer,
         wall_seconds: start.elapsed().as_secs_f64(),
         peak_memory_mb: w2v_engine::bench::peak_rss_bytes().map(|b| b as f64 / (1 << 20) as f64),
     };
@@ -291,6 +429,23 @@ pub fn run(args: Args) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One evaluation result: a JSON line with --json, else a line above the progress bar.
+fn report_eval(json: bool, step: u64, wer: f64, bar: Option<&indicatif::ProgressBar>) {
+    let line = if json {
+        serde_json::to_string(&EvalLine {
+            step,
+            eval_wer: wer,
+        })
+        .unwrap_or_default()
+    } else {
+        format!("step {step}: eval WER {:.2} %", 100.0 * wer)
+    };
+    match bar {
+        Some(b) => b.suspend(|| println!("{line}")),
+        None => println!("{line}"),
+    }
 }
 
 /// Set by SIGINT (Ctrl-C): finish the current update, checkpoint, stop.

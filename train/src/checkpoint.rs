@@ -45,6 +45,12 @@ struct Settings {
     weight_decay: f64,
     seed: u64,
     freeze_feature_encoder: bool,
+    #[serde(default)]
+    freeze_transformer_steps: u64,
+    #[serde(default)]
+    mask_time: (f64, usize),
+    #[serde(default)]
+    mask_channel: (f64, usize),
 }
 
 impl From<&TrainerConfig> for Settings {
@@ -61,6 +67,9 @@ impl From<&TrainerConfig> for Settings {
             weight_decay: c.adam.weight_decay,
             seed: c.seed,
             freeze_feature_encoder: c.freeze_feature_encoder,
+            freeze_transformer_steps: c.freeze_transformer_steps,
+            mask_time: (c.masking.time_prob, c.masking.time_length),
+            mask_channel: (c.masking.channel_prob, c.masking.channel_length),
         }
     }
 }

@@ -44,25 +44,47 @@ impl AdamW {
     /// One update of every parameter with learning rate `lr`: decoupled weight decay
     /// `p ← p·(1 − lr·wd)`, then `p ← p − lr·m̂/(√v̂ + eps)` with bias-corrected moments.
     pub fn update(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>], lr: f64) {
+        let all = vec![true; params.len()];
+        let since = vec![0; params.len()];
+        self.update_some(params, grads, lr, &all, &since);
+    }
+
+    /// [`AdamW::update`] of the parameters `i` with `train[i]` only (the others keep their
+    /// values and moments, as PyTorch skips parameters without a gradient). Parameter `i`
+    /// started training after `since[i]` updates: its bias correction uses its own step count,
+    /// `step − since[i]`, like PyTorch's per-parameter state.
+    pub fn update_some(
+        &mut self,
+        params: &mut [Vec<f32>],
+        grads: &[Vec<f32>],
+        lr: f64,
+        train: &[bool],
+        since: &[u64],
+    ) {
         self.step += 1;
         let c = self.config;
-        let bc1 = 1.0 - c.beta1.powi(self.step as i32);
-        let bc2 = 1.0 - c.beta2.powi(self.step as i32);
         let decay = (1.0 - lr * c.weight_decay) as f32;
-        for (((p, g), m), v) in params
+        for (i, (((p, g), m), v)) in params
             .iter_mut()
             .zip(grads)
             .zip(&mut self.m)
             .zip(&mut self.v)
+            .enumerate()
         {
-            for i in 0..p.len() {
-                let gi = g[i] as f64;
-                let mi = c.beta1 * m[i] as f64 + (1.0 - c.beta1) * gi;
-                let vi = c.beta2 * v[i] as f64 + (1.0 - c.beta2) * gi * gi;
-                m[i] = mi as f32;
-                v[i] = vi as f32;
-                let update = lr * (mi / bc1) / ((vi / bc2).sqrt() + c.eps);
-                p[i] = (p[i] * decay) - update as f32;
+            if !train[i] {
+                continue;
+            }
+            let t = self.step.saturating_sub(since[i]).max(1) as i32;
+            let bc1 = 1.0 - c.beta1.powi(t);
+            let bc2 = 1.0 - c.beta2.powi(t);
+            for j in 0..p.len() {
+                let gj = g[j] as f64;
+                let mj = c.beta1 * m[j] as f64 + (1.0 - c.beta1) * gj;
+                let vj = c.beta2 * v[j] as f64 + (1.0 - c.beta2) * gj * gj;
+                m[j] = mj as f32;
+                v[j] = vj as f32;
+                let update = lr * (mj / bc1) / ((vj / bc2).sqrt() + c.eps);
+                p[j] = (p[j] * decay) - update as f32;
             }
         }
     }
@@ -138,6 +160,33 @@ pub fn clip_grad_norm(grads: &mut [Vec<f32>], max_norm: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skipped_parameters_keep_values_and_late_starters_count_their_own_steps() {
+        let cfg = AdamWConfig {
+            weight_decay: 0.01,
+            ..Default::default()
+        };
+        let grads = |k: usize| vec![vec![0.5 - 0.1 * k as f32, 1.0], vec![0.3 * k as f32 - 0.2]];
+        // parameter 1 frozen for 3 updates, then trained with its own step count
+        let mut a = AdamW::new(cfg, &[2, 1]);
+        let mut pa = vec![vec![1.0f32, -1.0], vec![2.0f32]];
+        // reference: parameter 1 alone in a fresh optimizer from update 4 on
+        let mut b = AdamW::new(cfg, &[1]);
+        let mut pb = vec![vec![2.0f32]];
+        for k in 0..6 {
+            let frozen = k < 3;
+            a.update_some(&mut pa, &grads(k), 1e-2, &[true, !frozen], &[0, 3]);
+            if frozen {
+                assert_eq!(pa[1], vec![2.0]);
+                assert_eq!(a.m[1], vec![0.0]);
+            } else {
+                b.update(&mut pb, &[grads(k)[1].clone()], 1e-2);
+                assert_eq!(pa[1], pb[0], "update {k}");
+            }
+        }
+        assert_eq!(a.step, 6);
+    }
 
     #[test]
     fn tri_stage_phases() {

@@ -24,7 +24,16 @@ pub fn in_feature_encoder(name: &str) -> bool {
         .starts_with(FEATURE_ENCODER_SCOPE)
 }
 
-/// Whether `t` is trained: a weight, outside the feature encoder when that is frozen.
+/// Whether `t` is trained: a weight, outside the feature encoder when that is frozen, and not a
+/// constant the training instrumentation added ([`crate::spec_augment`]).
 pub fn is_trainable(t: &TensorProto, freeze_feature_encoder: bool) -> bool {
-    is_weight(t) && !(freeze_feature_encoder && in_feature_encoder(&t.name))
+    is_weight(t)
+        && !(freeze_feature_encoder && in_feature_encoder(&t.name))
+        && !crate::spec_augment::is_instrumentation(&t.name)
+}
+
+/// Whether the weight named `name` belongs to the CTC head (`lm_head.*`), the only part that
+/// trains while the Transformer is frozen for the first updates.
+pub fn in_ctc_head(name: &str) -> bool {
+    name.starts_with("lm_head.")
 }

@@ -13,6 +13,7 @@ use crate::ctc::{ctc_loss, CtcError, LogitsView, Reduction};
 use crate::gradients::{GradientRunner, RunnerFactory};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, TriStage};
 use crate::parameters;
+use crate::spec_augment::{self, Masking, MaskingError};
 
 /// One labelled utterance, ready for the model: normalized as it expects, labels encoded.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +39,11 @@ pub struct TrainerConfig {
     /// Seeds the data order.
     pub seed: u64,
     pub freeze_feature_encoder: bool,
+    /// Only the CTC head trains for this many first updates (fairseq's
+    /// `freeze_finetune_updates`); the Transformer's AdamW moments start afterwards.
+    pub freeze_transformer_steps: u64,
+    /// Time and channel masking of the Transformer input.
+    pub masking: Masking,
 }
 
 impl Default for TrainerConfig {
@@ -51,6 +57,8 @@ impl Default for TrainerConfig {
             adam: AdamWConfig::default(),
             seed: 0,
             freeze_feature_encoder: true,
+            freeze_transformer_steps: 0,
+            masking: Masking::NONE,
         }
     }
 }
@@ -65,10 +73,26 @@ pub enum TrainError {
     Ctc(#[from] CtcError),
     #[error("the model is not a w2v model: {0}")]
     Model(String),
+    #[error(transparent)]
+    Masking(#[from] MaskingError),
     #[error("no training examples")]
     NoData,
     #[error("checkpoint does not match this model and settings: {0}")]
     Mismatch(String),
+}
+
+/// The model's `masked_spec_embed` from its metadata ([`w2v_engine::model_info::keys::MASKED_SPEC_EMBED`]),
+/// or zeros for models exported without one (a checkpoint trained without SpecAugment).
+fn masked_spec_embed(model: &ModelProto, hidden: usize) -> Result<Vec<f32>, TrainError> {
+    let key = w2v_engine::model_info::keys::MASKED_SPEC_EMBED;
+    let Some(e) = model.metadata_props.iter().find(|e| e.key == key) else {
+        return Ok(vec![0.0; hidden]);
+    };
+    e.value
+        .split(',')
+        .map(|v| v.trim().parse::<f32>())
+        .collect::<Result<Vec<f32>, _>>()
+        .map_err(|err| TrainError::Model(format!("{key}: {err}")))
 }
 
 /// SplitMix64: small, fast, and its whole state is one integer (easy to checkpoint).
@@ -124,6 +148,10 @@ pub struct StepReport {
 pub struct Trainer {
     runner: GradientRunner,
     info: ModelInfo,
+    /// Model width (channels of the Transformer input), for the channel masks.
+    hidden: usize,
+    /// Per parameter: whether it belongs to the CTC head (trains while the Transformer is frozen).
+    head: Vec<bool>,
     config: TrainerConfig,
     schedule: TriStage,
     pub state: TrainingState,
@@ -144,7 +172,21 @@ impl Trainer {
         let info = ModelInfo::from_metadata_props("model", &model.metadata_props)
             .map_err(|e| TrainError::Model(e.to_string()))?;
         let freeze = config.freeze_feature_encoder;
-        let graphs = TrainingGraphs::build(model, |t| parameters::is_trainable(t, freeze))?;
+        let hidden = info
+            .config
+            .get("hidden_size")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| TrainError::Model("its config has no hidden_size".into()))?
+            as usize;
+        let instrumented;
+        let source = if config.masking.is_active() {
+            let embed = masked_spec_embed(model, hidden)?;
+            instrumented = spec_augment::instrument(model, &embed, hidden)?;
+            &instrumented
+        } else {
+            model
+        };
+        let graphs = TrainingGraphs::build(source, |t| parameters::is_trainable(t, freeze))?;
         let inits = &model
             .graph
             .as_ref()
@@ -169,6 +211,11 @@ impl Trainer {
             })
             .collect();
         let sizes: Vec<usize> = params.iter().map(Vec::len).collect();
+        let head = graphs
+            .parameters
+            .iter()
+            .map(|p| parameters::in_ctc_head(&p.name))
+            .collect();
         let runner = GradientRunner::new(graphs, make)?;
         let mut rng = SplitMix64(config.seed);
         let mut order: Vec<u32> = (0..examples as u32).collect();
@@ -185,6 +232,8 @@ impl Trainer {
         Ok(Trainer {
             runner,
             info,
+            hidden,
+            head,
             schedule: TriStage::paper(config.lr, config.steps),
             config,
             state,
@@ -269,22 +318,43 @@ impl Trainer {
             mask[row * len..row * len + s.len()].fill(1);
         }
         let shape = [b, len];
+        let padded_frames = self.info.frames_for_samples(len);
+        let valid: Vec<usize> = batch
+            .iter()
+            .map(|&i| self.info.frames_for_samples(data[i].samples.len()))
+            .collect();
+        let (time_keep, channel_keep) = if self.config.masking.is_active() {
+            spec_augment::sample(
+                &self.config.masking,
+                &valid,
+                padded_frames,
+                self.hidden,
+                &mut self.state.rng,
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let time_shape = [b, padded_frames, 1];
+        let channel_shape = [b, 1, self.hidden];
         let mut inputs = vec![("input_values", TensorView::f32(&shape, &samples))];
         if self.info.uses_attention_mask {
             inputs.push(("attention_mask", TensorView::i64(&shape, &mask)));
+        }
+        if self.config.masking.is_active() {
+            inputs.push((
+                spec_augment::TIME_KEEP,
+                TensorView::f32(&time_shape, &time_keep),
+            ));
+            inputs.push((
+                spec_augment::CHANNEL_KEEP,
+                TensorView::f32(&channel_shape, &channel_keep),
+            ));
         }
         let params = &self.state.params;
         let fwd = self.runner.forward(&inputs, params)?;
         let lshape = fwd.output.shape.clone();
         let logits = fwd.output.as_f32().unwrap_or_default();
-        let frames: Vec<usize> = batch
-            .iter()
-            .map(|&i| {
-                self.info
-                    .frames_for_samples(data[i].samples.len())
-                    .min(lshape[1])
-            })
-            .collect();
+        let frames: Vec<usize> = valid.iter().map(|&f| f.min(lshape[1])).collect();
         let targets: Vec<Vec<usize>> = batch.iter().map(|&i| data[i].labels.clone()).collect();
         let ctc = ctc_loss(
             LogitsView {
@@ -336,9 +406,15 @@ impl Trainer {
         let mut grads = grads.expect("at least one pass");
         let grad_norm = clip_grad_norm(&mut grads, self.config.max_grad_norm);
         let lr = self.schedule.lr(self.state.step);
+        // Only the CTC head trains for the first `freeze_transformer_steps` updates; the other
+        // parameters' AdamW steps count from when they start (PyTorch's per-parameter step).
+        let n = self.config.freeze_transformer_steps;
+        let frozen = self.state.step < n;
+        let train: Vec<bool> = self.head.iter().map(|&h| h || !frozen).collect();
+        let since: Vec<u64> = self.head.iter().map(|&h| if h { 0 } else { n }).collect();
         self.state
             .optimizer
-            .update(&mut self.state.params, &grads, lr);
+            .update_some(&mut self.state.params, &grads, lr, &train, &since);
         self.state.step += 1;
         Ok(StepReport {
             step: self.state.step,
@@ -348,6 +424,35 @@ impl Trainer {
             utterances,
             infeasible,
         })
+    }
+
+    /// The current model's logits `[frames, vocab]` (row-major) for one normalized utterance,
+    /// with no masking: for evaluation during training.
+    pub fn logits(&mut self, samples: &[f32]) -> Result<(Vec<f32>, usize), TrainError> {
+        let shape = [1, samples.len()];
+        let mask = vec![1i64; samples.len()];
+        let frames = self.info.frames_for_samples(samples.len());
+        let time_keep = vec![1f32; frames];
+        let channel_keep = vec![1f32; self.hidden];
+        let time_shape = [1, frames, 1];
+        let channel_shape = [1, 1, self.hidden];
+        let mut inputs = vec![("input_values", TensorView::f32(&shape, samples))];
+        if self.info.uses_attention_mask {
+            inputs.push(("attention_mask", TensorView::i64(&shape, &mask)));
+        }
+        if self.config.masking.is_active() {
+            inputs.push((
+                spec_augment::TIME_KEEP,
+                TensorView::f32(&time_shape, &time_keep),
+            ));
+            inputs.push((
+                spec_augment::CHANNEL_KEEP,
+                TensorView::f32(&channel_shape, &channel_keep),
+            ));
+        }
+        let fwd = self.runner.forward(&inputs, &self.state.params)?;
+        let vocab = fwd.output.shape.last().copied().unwrap_or(0);
+        Ok((fwd.output.as_f32().unwrap_or_default().to_vec(), vocab))
     }
 
     /// `base` with its trainable weights replaced by the current values and `extra` metadata
