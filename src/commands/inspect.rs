@@ -6,15 +6,16 @@ use w2v_engine::ModelInfo;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A w2v ONNX model.
-    model: PathBuf,
+    /// A w2v ONNX model (default: the shipped model, found like `transcribe` finds it).
+    model: Option<PathBuf>,
     /// Print all metadata as JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let info = ModelInfo::read(&args.model)?;
+    let model = super::model::resolve_model(args.model.as_deref())?;
+    let info = ModelInfo::read(&model)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(ExitCode::SUCCESS);
@@ -25,7 +26,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .map(|v| v.to_string())
             .unwrap_or_else(|| "?".into())
     };
-    println!("model:            {}", args.model.display());
+    println!("model:            {}", model.display());
     println!("type:             {}", info.model_type);
     println!("precision:        {}", info.precision);
     println!(

@@ -1,0 +1,100 @@
+//! The shipped default model (`models/`) end to end through the binary: `w2v transcribe` with no
+//! `--model` finds `models/default.onnx` and prints the right words for the committed samples
+//! (`samples/`, phrases of held-out speakers the model never trained on), on both backends and
+//! for the int8 variant; and `models/` stays under its 30 MB budget.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+
+/// (absolute path, transcript) of every row of `samples/samples.tsv`.
+fn samples() -> Vec<(PathBuf, String)> {
+    let tsv = repo().join("samples/samples.tsv");
+    let text = std::fs::read_to_string(&tsv).unwrap_or_else(|e| panic!("{}: {e}", tsv.display()));
+    let rows: Vec<(PathBuf, String)> = text
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (path, words) = l.split_once('\t').expect("path<TAB>transcript");
+            (repo().join("samples").join(path), words.to_string())
+        })
+        .collect();
+    assert!(rows.len() >= 3, "{}: expected a few samples", tsv.display());
+    rows
+}
+
+/// Runs `w2v transcribe --format json` on every sample with `extra` arguments and checks that
+/// each file's transcript is exactly its reference.
+fn transcribes_every_sample(extra: &[&str]) {
+    let samples = samples();
+    let mut args: Vec<String> = vec!["transcribe".into(), "--format".into(), "json".into()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(samples.iter().map(|(p, _)| p.display().to_string()));
+    let run = w2v(&args);
+    assert_ok(&run);
+    let lines: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        samples.len(),
+        "one JSON line per file:\n{}",
+        run.stdout
+    );
+    let wrong: Vec<String> = samples
+        .iter()
+        .zip(&lines)
+        .filter(|((_, want), got)| got["text"].as_str() != Some(want.as_str()))
+        .map(|((p, want), got)| format!("{}: want {want:?}, got {}", p.display(), got["text"]))
+        .collect();
+    assert!(wrong.is_empty(), "w2v {extra:?}:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn default_model_on_tract_transcribes_the_samples() {
+    transcribes_every_sample(&[]);
+}
+
+#[test]
+fn default_model_on_onnx_runtime_transcribes_the_samples() {
+    transcribes_every_sample(&["--backend", "ort"]);
+}
+
+#[test]
+fn int8_default_model_transcribes_the_samples() {
+    let int8 = repo().join("models/default.int8.onnx");
+    transcribes_every_sample(&["--model", int8.to_str().unwrap()]);
+}
+
+#[test]
+fn the_shipped_model_describes_itself() {
+    let run = w2v(["inspect", "--json"]);
+    assert_ok(&run);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let text = v.to_string();
+    // base-960h's character vocabulary, so tokens and decoding match real checkpoints
+    for needle in ["\"<pad>\"", "\"|\"", "16000"] {
+        assert!(text.contains(needle), "inspect lacks {needle}: {text}");
+    }
+}
+
+#[test]
+fn models_folder_fits_its_30_mb_budget() {
+    let dir = repo().join("models");
+    let total: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    assert!(
+        total < 30_000_000,
+        "{}: {total} bytes, over the 30 MB budget",
+        dir.display()
+    );
+}
