@@ -278,6 +278,36 @@ fn masking_changes_training_and_bad_probabilities_are_refused() {
     assert_one_error(&bad, &["--mask-time-prob", "1.5"]);
 }
 
+#[test]
+fn layer_drop_skips_layers_reproducibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = export_fixture("large-stable-sharded", dir.path());
+    let data = digits_tsv(dir.path());
+    let run_with = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = finetune_args(&model, &data, &out, 3);
+        args.extend(["--no-masking"].iter().chain(extra).map(|s| s.to_string()));
+        let run = w2v(args);
+        assert!(run.success(), "{run:?}");
+        weights(&out.join("model.onnx"))
+    };
+    let plain = run_with("plain", &[]);
+    let dropped = run_with("drop", &["--layer-drop", "0.5"]);
+    assert_ne!(plain, dropped, "LayerDrop made no difference");
+    assert_eq!(dropped, run_with("drop-again", &["--layer-drop", "0.5"]));
+    // dropping every layer: the Transformer layers get no gradient and keep their weights
+    let base = weights(&model);
+    let all = run_with("drop-all", &["--layer-drop", "0.999999"]);
+    for (name, w) in &base {
+        if name
+            .trim_start_matches("wav2vec2.")
+            .starts_with("encoder.layers.")
+        {
+            assert_eq!(w, &all[name], "{name} trained while its layer was dropped");
+        }
+    }
+}
+
 fn checkpoint_step(path: &Path) -> Option<u64> {
     let bytes = std::fs::read(path).ok()?;
     let len = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?) as usize;

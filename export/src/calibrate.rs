@@ -1,6 +1,9 @@
 //! Activation-scale calibration for QDQ (`--target tensorrt`) exports: the float32 model runs on
 //! calibration audio with the weight matmuls' inputs exposed as outputs, and each activation's
-//! scale is the 99.99th percentile of its absolute values, divided by 127.
+//! scale is its clipping threshold divided by 127. The threshold is either the 99.99th
+//! percentile of |x| or, with the entropy method, the one whose 8-bit quantization of the |x|
+//! histogram loses the least information (minimum KL divergence; Migacz, "8-bit Inference with
+//! TensorRT", 2017, as TensorRT's entropy calibrator).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,7 +11,7 @@ use std::path::Path;
 use tract_onnx::prelude::*;
 
 use crate::report::EvalSet;
-use crate::ExportError;
+use crate::{CalibrationMethod, ExportError};
 
 /// The percentile of |activation| that maps to 127.
 pub const PERCENTILE: f64 = 99.99;
@@ -66,6 +69,107 @@ impl AbsHistogram {
     }
 }
 
+/// Linear bins of the entropy method's reference histogram (TensorRT uses 2048).
+const ENTROPY_BINS: usize = 2048;
+/// Quantized levels of |x|: 8-bit symmetric.
+const LEVELS: usize = 128;
+
+impl AbsHistogram {
+    /// The log-scale histogram re-binned onto `n` linear bins over [0, max]: each log bin's
+    /// count is spread uniformly over the linear range it covers (its width is 2.2 % of its
+    /// value, so the spreading is finer than the 8-bit levels it is compared with).
+    fn linear(&self, n: usize) -> Vec<f64> {
+        let mut out = vec![0f64; n];
+        if self.max <= 0.0 {
+            out[0] = self.total as f64;
+            return out;
+        }
+        let width = self.max as f64 / n as f64;
+        for (i, &c) in self.bins.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            if i == 0 {
+                out[0] += c as f64; // zeros and values below 2^MIN_EXP
+                continue;
+            }
+            let hi = 2f64
+                .powf(MIN_EXP as f64 + i as f64 / SUB as f64)
+                .min(self.max as f64);
+            let lo = 2f64
+                .powf(MIN_EXP as f64 + (i - 1) as f64 / SUB as f64)
+                .min(hi);
+            let (a, b) = (lo / width, (hi / width).max(lo / width + 1e-12));
+            let mut x = a;
+            while x < b {
+                let bin = (x.floor() as usize).min(n - 1);
+                let next = ((bin + 1) as f64).min(b);
+                out[bin] += c as f64 * (next - x) / (b - a);
+                if next <= x {
+                    break;
+                }
+                x = next;
+            }
+        }
+        out
+    }
+
+    /// The entropy method's clipping threshold: for each candidate `i` (from 128 to 2048
+    /// linear bins), the reference distribution is the first `i` bins with everything beyond
+    /// folded into the last, the candidate quantizes those bins into 128 levels (each level
+    /// spread back evenly over its non-empty bins), and the threshold with the smallest
+    /// KL(reference ‖ quantized) wins.
+    fn entropy_threshold(&self) -> f32 {
+        let hist = self.linear(ENTROPY_BINS);
+        let total: f64 = hist.iter().sum();
+        if total <= 0.0 || self.max <= 0.0 {
+            return self.max;
+        }
+        let width = self.max as f64 / ENTROPY_BINS as f64;
+        let (mut best, mut best_kl) = (ENTROPY_BINS, f64::INFINITY);
+        let mut tail: f64 = hist[LEVELS..].iter().sum();
+        for i in LEVELS..=ENTROPY_BINS {
+            // reference: bins [0, i) with the outliers beyond folded into the last one
+            let mut p: Vec<f64> = hist[..i].to_vec();
+            tail -= if i < ENTROPY_BINS { hist[i] } else { 0.0 };
+            p[i - 1] += tail.max(0.0);
+            // candidate: i bins merged into LEVELS groups, each spread over its non-empty bins
+            let mut q = vec![0f64; i];
+            for l in 0..LEVELS {
+                let (s, e) = (
+                    l * i / LEVELS,
+                    ((l + 1) * i / LEVELS).max(l * i / LEVELS + 1),
+                );
+                let sum: f64 = hist[s..e].iter().sum();
+                let nonzero = hist[s..e].iter().filter(|&&v| v > 0.0).count();
+                if nonzero > 0 {
+                    for j in s..e {
+                        if hist[j] > 0.0 {
+                            q[j] = sum / nonzero as f64;
+                        }
+                    }
+                }
+            }
+            let (ps, qs): (f64, f64) = (p.iter().sum(), q.iter().sum());
+            if ps <= 0.0 || qs <= 0.0 {
+                continue;
+            }
+            let mut kl = 0.0;
+            for (pj, qj) in p.iter().zip(&q) {
+                if *pj > 0.0 {
+                    let (pj, qj) = (pj / ps, (qj / qs).max(1e-12));
+                    kl += pj * (pj / qj).ln();
+                }
+            }
+            if kl < best_kl {
+                best_kl = kl;
+                best = i;
+            }
+        }
+        ((best as f64 + 0.5) * width).min(self.max as f64) as f32
+    }
+}
+
 fn err(e: impl std::fmt::Display) -> ExportError {
     ExportError::Eval(format!("calibration: {e:#}"))
 }
@@ -76,6 +180,7 @@ pub fn activation_scales(
     fp32: &Path,
     names: &[String],
     set: &EvalSet,
+    method: CalibrationMethod,
 ) -> Result<(BTreeMap<String, f32>, String), ExportError> {
     let info = w2v_engine::ModelInfo::read(fp32).map_err(err)?;
     let model = tract_onnx::onnx().model_for_path(fp32).map_err(err)?;
@@ -146,11 +251,20 @@ pub fn activation_scales(
         if h.total == 0 {
             continue;
         }
-        let amax = h.percentile(PERCENTILE);
+        let amax = match method {
+            CalibrationMethod::Percentile => h.percentile(PERCENTILE),
+            CalibrationMethod::Entropy => h.entropy_threshold(),
+        };
         scales.insert(name.clone(), if amax > 0.0 { amax / 127.0 } else { 1.0 });
     }
+    let rule = match method {
+        CalibrationMethod::Percentile => format!("{PERCENTILE}th percentile of |x|"),
+        CalibrationMethod::Entropy => {
+            format!("entropy (minimum KL divergence, {ENTROPY_BINS} bins, {LEVELS} levels)")
+        }
+    };
     let how = format!(
-        "per-tensor symmetric, {PERCENTILE}th percentile of |x| over {} ({used} clips)",
+        "per-tensor symmetric, {rule} over {} ({used} clips)",
         set.source
     );
     Ok((scales, how))
@@ -168,5 +282,46 @@ mod tests {
         let p = h.percentile(50.0);
         assert!((p - 5.0).abs() / 5.0 < 0.03, "{p}");
         assert_eq!(h.percentile(100.0), 10.0);
+    }
+
+    #[test]
+    fn linear_rebinning_keeps_the_counts() {
+        let mut h = AbsHistogram::new();
+        let xs: Vec<f32> = (0..5000).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        h.add(&xs);
+        let lin = h.linear(ENTROPY_BINS);
+        let sum: f64 = lin.iter().sum();
+        assert!((sum - 5000.0).abs() < 1e-6, "{sum}");
+        // uniform-ish |sin| mass: no bin holds a large share
+        assert!(lin.iter().all(|&c| c < 50.0));
+    }
+
+    /// A Gaussian bulk with rare huge outliers: the percentile keeps the outliers in range only
+    /// if they pass its rank; entropy clips them and stays near the bulk, as TensorRT's does.
+    #[test]
+    fn entropy_clips_rare_outliers_that_widen_the_range() {
+        let mut h = AbsHistogram::new();
+        let mut s = 12345u64;
+        let mut normal = || {
+            // Box-Muller from a small LCG
+            let mut u = || {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+            };
+            ((-2.0 * u().ln()).sqrt() * (2.0 * std::f64::consts::PI * u()).cos()) as f32
+        };
+        let mut xs: Vec<f32> = (0..200_000).map(|_| normal()).collect();
+        xs.extend([80.0f32, -95.0, 100.0]);
+        h.add(&xs);
+        let t = h.entropy_threshold();
+        assert!(t > 2.5 && t < 20.0, "threshold {t}");
+        // and a distribution with no outliers keeps (nearly) its whole range
+        let mut u = AbsHistogram::new();
+        let xs: Vec<f32> = (0..100_000).map(|i| (i % 1000) as f32 / 1000.0).collect();
+        u.add(&xs);
+        let t = u.entropy_threshold();
+        assert!(t > 0.9, "uniform threshold {t}");
     }
 }

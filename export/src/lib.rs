@@ -143,6 +143,27 @@ impl Target {
     }
 }
 
+/// How `Target::Tensorrt` exports choose each activation's quantization range.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CalibrationMethod {
+    /// The 99.99th percentile of |x|.
+    #[default]
+    Percentile,
+    /// The clipping threshold whose 8-bit quantization loses the least information (minimum
+    /// KL divergence, TensorRT's entropy calibrator).
+    Entropy,
+}
+
+impl CalibrationMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CalibrationMethod::Percentile => "percentile",
+            CalibrationMethod::Entropy => "entropy",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ExportOptions {
     /// `None`: [`DEFAULT_OPSET`] for a Hugging Face folder, the model's own for an ONNX model.
@@ -157,6 +178,8 @@ pub struct ExportOptions {
     /// Rows whose audio calibrates activation scales (`Target::Tensorrt`); `None` uses `eval`
     /// or the synthetic set.
     pub calibration: Option<PathBuf>,
+    /// How activation ranges are chosen from the calibration audio (`Target::Tensorrt`).
+    pub calibration_method: CalibrationMethod,
     /// Fail (and write nothing) when the WER rises by more than this many percentage points.
     pub max_wer_increase: Option<f64>,
     /// Skip the accuracy report (and the check) of reduced-precision exports.
@@ -172,6 +195,7 @@ impl Default for ExportOptions {
             quantize_conv: false,
             eval: None,
             calibration: None,
+            calibration_method: CalibrationMethod::Percentile,
             max_wer_increase: None,
             skip_report: false,
         }
@@ -484,6 +508,13 @@ fn check_options(options: &ExportOptions) -> Result<(), ExportError> {
     {
         return Err(ExportError::Unsupported(
             "--eval and --max-wer-increase apply to --precision fp16 and int8 only".into(),
+        ));
+    }
+    if options.calibration_method != CalibrationMethod::Percentile
+        && options.target != Target::Tensorrt
+    {
+        return Err(ExportError::Unsupported(
+            "--calibration-method applies to --target tensorrt only".into(),
         ));
     }
     if options.calibration.is_some() && options.target != Target::Tensorrt {

@@ -124,7 +124,12 @@ pub(crate) fn export_reduced(
                 },
             };
             let names = precision::qdq_activation_names(&g, options.quantize_conv);
-            let (scales, how) = crate::calibrate::activation_scales(&fp32_path, &names, &calib)?;
+            let (scales, how) = crate::calibrate::activation_scales(
+                &fp32_path,
+                &names,
+                &calib,
+                options.calibration_method,
+            )?;
             let s = precision::to_qdq(&mut g, &scales, options.quantize_conv);
             tracing::info!(matmuls = s.matmuls, convs = s.convs, "qdq pass");
             let convs = if options.quantize_conv {

@@ -17,7 +17,7 @@ use w2v_engine::onnx_pb::{data_type, GraphProto, ModelProto, NodeProto, TensorPr
 use w2v_engine::{Backend, BackendOptions, ModelInfo};
 use w2v_export::quantize::keys;
 use w2v_export::report::top2;
-use w2v_export::{ExportError, ExportOptions, Precision, Target};
+use w2v_export::{CalibrationMethod, ExportError, ExportOptions, Precision, Target};
 
 #[derive(Default, Debug)]
 struct Agreement {
@@ -119,13 +119,21 @@ fn fp16_matches_fp32_references_in_ort_and_tract() {
 
 /// Minimum argmax agreement (percent) with the fp32 references on confident frames, by whether
 /// the feature encoder's convolutions are quantized too.
-fn int8_min_agreement(quantize_conv: bool) -> f64 {
-    if quantize_conv {
+fn int8_min_agreement(options: &ExportOptions) -> f64 {
+    if options.quantize_conv {
         QUANTIZE_CONV_MIN_AGREEMENT
+    } else if options.calibration_method == CalibrationMethod::Entropy {
+        ENTROPY_MIN_AGREEMENT
     } else {
         97.0
     }
 }
+
+/// Entropy calibration clips activation ranges where the KL criterion says little is lost; on
+/// the random-weight fixtures (4 synthetic calibration clips) that costs agreement on one of
+/// them: measured 89.3 % on `layer-noprefix-bin`, 99.4-100 % on the others. Percentile stays the
+/// default; the accuracy report shows which suits a real model.
+const ENTROPY_MIN_AGREEMENT: f64 = 85.0;
 
 /// `--quantize-conv` quantizes the raw waveform into the first conv to 8 bits; on the fixtures
 /// this costs agreement (the trap the feature encoder's float default avoids), so its bound is
@@ -137,7 +145,7 @@ const QUANTIZE_CONV_MIN_AGREEMENT: f64 = 85.0;
 /// Export every fixture at `options` (int8) and require the agreement bound in ORT and tract.
 fn check_int8(options: &ExportOptions, label: &str) {
     let out = tempfile::tempdir().unwrap();
-    let min = int8_min_agreement(options.quantize_conv);
+    let min = int8_min_agreement(options);
     for dir in fixtures() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let onnx = out.path().join(format!("{name}.{label}.onnx"));
@@ -154,7 +162,12 @@ fn check_int8(options: &ExportOptions, label: &str) {
         };
         assert_eq!(info.raw[keys::CONVS], convs);
         if options.target == Target::Tensorrt {
-            assert!(info.raw[keys::CALIBRATION].contains("percentile"));
+            let method = options.calibration_method.as_str();
+            assert!(
+                info.raw[keys::CALIBRATION].contains(method),
+                "{}",
+                info.raw[keys::CALIBRATION]
+            );
         }
         let report = summary.report.expect("int8 exports report");
         eprintln!("{name} {label}: {}", report.summary_line());
@@ -216,6 +229,17 @@ fn int8_tensorrt_qdq_runs_in_ort_and_tract() {
         };
         check_int8(&options, if quantize_conv { "qdq-conv" } else { "qdq" });
     }
+}
+
+#[test]
+fn int8_tensorrt_with_entropy_calibration_agrees_and_says_so() {
+    let options = ExportOptions {
+        precision: Precision::Int8,
+        target: Target::Tensorrt,
+        calibration_method: CalibrationMethod::Entropy,
+        ..Default::default()
+    };
+    check_int8(&options, "qdq-entropy");
 }
 
 #[test]
@@ -281,6 +305,11 @@ fn invalid_option_combinations_are_refused() {
         ExportOptions {
             precision: Precision::Fp16,
             max_wer_increase: Some(-1.0),
+            ..Default::default()
+        },
+        ExportOptions {
+            precision: Precision::Int8,
+            calibration_method: CalibrationMethod::Entropy,
             ..Default::default()
         },
     ] {

@@ -20,6 +20,15 @@ pub enum Target {
     Tensorrt,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CalibrationMethod {
+    /// The 99.99th percentile of |x|.
+    Percentile,
+    /// The clipping range with the least KL divergence after 8-bit quantization (TensorRT's
+    /// entropy calibrator).
+    Entropy,
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Hugging Face model folder (config.json, vocab.json, weights), or an fp32 ONNX model made
@@ -43,6 +52,9 @@ pub struct Args {
     /// Audio that calibrates activation scales for `--target tensorrt` (default: --eval or synthetic).
     #[arg(long, value_name = "DATA.tsv")]
     calibration: Option<PathBuf>,
+    /// How activation ranges are chosen from the calibration audio (`--target tensorrt`).
+    #[arg(long, value_enum, default_value = "percentile")]
+    calibration_method: CalibrationMethod,
     /// Fail, writing no model, when the WER rises by more than this many percentage points.
     #[arg(long, value_name = "POINTS")]
     max_wer_increase: Option<f64>,
@@ -69,6 +81,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         quantize_conv: args.quantize_conv,
         eval: args.eval,
         calibration: args.calibration,
+        calibration_method: match args.calibration_method {
+            CalibrationMethod::Percentile => w2v_export::CalibrationMethod::Percentile,
+            CalibrationMethod::Entropy => w2v_export::CalibrationMethod::Entropy,
+        },
         max_wer_increase: args.max_wer_increase,
         skip_report: false,
     };

@@ -18,7 +18,7 @@ use w2v_engine::metrics::{word_errors, EditCounts};
 use w2v_engine::model_info::ModelInfo;
 use w2v_engine::onnx_pb::ModelProto;
 use w2v_train::checkpoint;
-use w2v_train::spec_augment::Masking;
+use w2v_train::regularize::Masking;
 use w2v_train::trainer::{Example, Trainer, TrainerConfig};
 
 use super::model::{graph_runner_factory, ModelArgs};
@@ -79,6 +79,10 @@ pub struct Args {
     /// Channels per channel mask [default: the model's config, else 10].
     #[arg(long, value_name = "N")]
     mask_channel_length: Option<usize>,
+    /// LayerDrop: skip each Transformer layer with this probability per update [default: 0;
+    /// the model's config `layerdrop` is not applied unless asked for].
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    layer_drop: f64,
     /// No time or channel masking.
     #[arg(long, conflicts_with_all = ["mask_time_prob", "mask_channel_prob"])]
     no_masking: bool,
@@ -282,6 +286,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     for (what, p) in [
         ("--mask-time-prob", masking.time_prob),
         ("--mask-channel-prob", masking.channel_prob),
+        ("--layer-drop", args.layer_drop),
     ] {
         if !(0.0..1.0).contains(&p) {
             bail!("{what} {p}: must be at least 0 and below 1");
@@ -307,6 +312,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         freeze_feature_encoder: !args.train_feature_encoder,
         freeze_transformer_steps: args.freeze_transformer_steps,
         masking,
+        layer_drop: args.layer_drop,
         ..TrainerConfig::default()
     };
     let make = graph_runner_factory(&args.model)?;

@@ -51,6 +51,8 @@ struct Settings {
     mask_time: (f64, usize),
     #[serde(default)]
     mask_channel: (f64, usize),
+    #[serde(default)]
+    layer_drop: f64,
 }
 
 impl From<&TrainerConfig> for Settings {
@@ -70,6 +72,7 @@ impl From<&TrainerConfig> for Settings {
             freeze_transformer_steps: c.freeze_transformer_steps,
             mask_time: (c.masking.time_prob, c.masking.time_length),
             mask_channel: (c.masking.channel_prob, c.masking.channel_length),
+            layer_drop: c.layer_drop,
         }
     }
 }

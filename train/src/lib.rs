@@ -7,5 +7,5 @@ pub mod ctc;
 pub mod gradients;
 pub mod optim;
 pub mod parameters;
-pub mod spec_augment;
+pub mod regularize;
 pub mod trainer;

@@ -25,11 +25,11 @@ pub fn in_feature_encoder(name: &str) -> bool {
 }
 
 /// Whether `t` is trained: a weight, outside the feature encoder when that is frozen, and not a
-/// constant the training instrumentation added ([`crate::spec_augment`]).
+/// constant the training instrumentation added ([`crate::regularize`]).
 pub fn is_trainable(t: &TensorProto, freeze_feature_encoder: bool) -> bool {
     is_weight(t)
         && !(freeze_feature_encoder && in_feature_encoder(&t.name))
-        && !crate::spec_augment::is_instrumentation(&t.name)
+        && !crate::regularize::is_instrumentation(&t.name)
 }
 
 /// Whether the weight named `name` belongs to the CTC head (`lm_head.*`), the only part that

@@ -13,7 +13,7 @@ use crate::ctc::{ctc_loss, CtcError, LogitsView, Reduction};
 use crate::gradients::{GradientRunner, RunnerFactory};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, TriStage};
 use crate::parameters;
-use crate::spec_augment::{self, Masking, MaskingError};
+use crate::regularize::{self, InstrumentError, Masking};
 
 /// One labelled utterance, ready for the model: normalized as it expects, labels encoded.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,6 +44,8 @@ pub struct TrainerConfig {
     pub freeze_transformer_steps: u64,
     /// Time and channel masking of the Transformer input.
     pub masking: Masking,
+    /// LayerDrop: probability of skipping each Transformer layer in an update.
+    pub layer_drop: f64,
 }
 
 impl Default for TrainerConfig {
@@ -59,6 +61,7 @@ impl Default for TrainerConfig {
             freeze_feature_encoder: true,
             freeze_transformer_steps: 0,
             masking: Masking::NONE,
+            layer_drop: 0.0,
         }
     }
 }
@@ -74,7 +77,7 @@ pub enum TrainError {
     #[error("the model is not a w2v model: {0}")]
     Model(String),
     #[error(transparent)]
-    Masking(#[from] MaskingError),
+    Masking(#[from] InstrumentError),
     #[error("no training examples")]
     NoData,
     #[error("checkpoint does not match this model and settings: {0}")]
@@ -152,6 +155,8 @@ pub struct Trainer {
     hidden: usize,
     /// Per parameter: whether it belongs to the CTC head (trains while the Transformer is frozen).
     head: Vec<bool>,
+    /// The LayerDrop gate inputs, one per Transformer layer (empty without LayerDrop).
+    layer_gates: Vec<String>,
     config: TrainerConfig,
     schedule: TriStage,
     pub state: TrainingState,
@@ -178,15 +183,18 @@ impl Trainer {
             .and_then(|v| v.as_u64())
             .ok_or_else(|| TrainError::Model("its config has no hidden_size".into()))?
             as usize;
-        let instrumented;
-        let source = if config.masking.is_active() {
+        let mut source = std::borrow::Cow::Borrowed(model);
+        if config.masking.is_active() {
             let embed = masked_spec_embed(model, hidden)?;
-            instrumented = spec_augment::instrument(model, &embed, hidden)?;
-            &instrumented
-        } else {
-            model
-        };
-        let graphs = TrainingGraphs::build(source, |t| parameters::is_trainable(t, freeze))?;
+            source = std::borrow::Cow::Owned(regularize::instrument(&source, &embed, hidden)?);
+        }
+        let mut layer_gates = Vec::new();
+        if config.layer_drop > 0.0 {
+            let (m, layers) = regularize::instrument_layer_drop(&source)?;
+            source = std::borrow::Cow::Owned(m);
+            layer_gates = (0..layers).map(regularize::layer_keep).collect();
+        }
+        let graphs = TrainingGraphs::build(&source, |t| parameters::is_trainable(t, freeze))?;
         let inits = &model
             .graph
             .as_ref()
@@ -234,6 +242,7 @@ impl Trainer {
             info,
             hidden,
             head,
+            layer_gates,
             schedule: TriStage::paper(config.lr, config.steps),
             config,
             state,
@@ -324,7 +333,7 @@ impl Trainer {
             .map(|&i| self.info.frames_for_samples(data[i].samples.len()))
             .collect();
         let (time_keep, channel_keep) = if self.config.masking.is_active() {
-            spec_augment::sample(
+            regularize::sample(
                 &self.config.masking,
                 &valid,
                 padded_frames,
@@ -336,18 +345,29 @@ impl Trainer {
         };
         let time_shape = [b, padded_frames, 1];
         let channel_shape = [b, 1, self.hidden];
+        let gates = regularize::sample_layer_keep(
+            self.layer_gates.len(),
+            self.config.layer_drop,
+            &mut self.state.rng,
+        );
         let mut inputs = vec![("input_values", TensorView::f32(&shape, &samples))];
         if self.info.uses_attention_mask {
             inputs.push(("attention_mask", TensorView::i64(&shape, &mask)));
         }
         if self.config.masking.is_active() {
             inputs.push((
-                spec_augment::TIME_KEEP,
+                regularize::TIME_KEEP,
                 TensorView::f32(&time_shape, &time_keep),
             ));
             inputs.push((
-                spec_augment::CHANNEL_KEEP,
+                regularize::CHANNEL_KEEP,
                 TensorView::f32(&channel_shape, &channel_keep),
+            ));
+        }
+        for (name, g) in self.layer_gates.iter().zip(&gates) {
+            inputs.push((
+                name.as_str(),
+                TensorView::f32(&[1], std::slice::from_ref(g)),
             ));
         }
         let params = &self.state.params;
@@ -442,13 +462,17 @@ impl Trainer {
         }
         if self.config.masking.is_active() {
             inputs.push((
-                spec_augment::TIME_KEEP,
+                regularize::TIME_KEEP,
                 TensorView::f32(&time_shape, &time_keep),
             ));
             inputs.push((
-                spec_augment::CHANNEL_KEEP,
+                regularize::CHANNEL_KEEP,
                 TensorView::f32(&channel_shape, &channel_keep),
             ));
+        }
+        let one = [1f32];
+        for name in &self.layer_gates {
+            inputs.push((name.as_str(), TensorView::f32(&[1], &one)));
         }
         let fwd = self.runner.forward(&inputs, &self.state.params)?;
         let vocab = fwd.output.shape.last().copied().unwrap_or(0);

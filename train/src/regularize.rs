@@ -11,8 +11,14 @@
 //! The masks enter the training graphs as two extra inputs that [`instrument`] wires in after the
 //! feature projection (the tensor produced with the weight `feature_projection.projection.bias`,
 //! a checkpoint name the exporter keeps): `x' = (x·keep_t + (1 − keep_t)·embed)·keep_c`, with
-//! `keep_t` of shape `[B, T, 1]` and `keep_c` of shape `[B, 1, H]` (1 = keep). Inference graphs
-//! are never changed.
+//! `keep_t` of shape `[B, T, 1]` and `keep_c` of shape `[B, 1, H]` (1 = keep).
+//!
+//! *LayerDrop* (Fan et al. 2019; transformers' `layerdrop`) skips each Transformer layer with
+//! probability p per update. [`instrument_layer_drop`] gives layer `i` (the exporter's node scope
+//! `encoder.layers.{i}/`) a gate input `g_i` of shape `[1]`: its output becomes
+//! `g_i·layer(x) + (1 − g_i)·x`, so a dropped layer passes its input through and gets no gradient.
+//!
+//! Inference graphs are never changed.
 
 use w2v_engine::onnx_pb::{
     data_type, dimension, Dimension, ModelProto, NodeProto, TensorProto, TensorShapeProto,
@@ -26,6 +32,10 @@ pub const TIME_KEEP: &str = "w2v_train/time_keep";
 /// The channel-keep input of an instrumented graph: `[batch, 1, hidden]`, 1 = keep.
 pub const CHANNEL_KEEP: &str = "w2v_train/channel_keep";
 const EMBED: &str = "w2v_train/masked_spec_embed";
+/// The gate input of Transformer layer `i` ([`instrument_layer_drop`]): `[1]`, 1 = keep.
+pub fn layer_keep(i: usize) -> String {
+    format!("w2v_train/layer_keep/{i}")
+}
 const ONE: &str = "w2v_train/one";
 
 /// Masking settings, in transformers' terms.
@@ -127,7 +137,7 @@ pub fn sample(
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum MaskingError {
+pub enum InstrumentError {
     #[error(
         "the model has no feature projection (no node uses `feature_projection.projection.bias`): \
          not a wav2vec2 model made by `w2v export`"
@@ -135,16 +145,19 @@ pub enum MaskingError {
     NoFeatureProjection,
     #[error("masked_spec_embed has {got} values, the model width is {hidden}")]
     EmbedSize { got: usize, hidden: usize },
+    #[error(
+        "the model has no Transformer layers named `encoder.layers.N/…`: not made by `w2v export`"
+    )]
+    NoLayers,
 }
 
-fn value_info(name: &str, dims: [Option<&str>; 3], fixed: [i64; 3]) -> ValueInfoProto {
+fn value_info(name: &str, dims: &[(Option<&str>, i64)]) -> ValueInfoProto {
     let dim = dims
         .iter()
-        .zip(fixed)
         .map(|(p, v)| Dimension {
             value: Some(match p {
                 Some(p) => dimension::Value::DimParam(p.to_string()),
-                None => dimension::Value::DimValue(v),
+                None => dimension::Value::DimValue(*v),
             }),
         })
         .collect();
@@ -170,6 +183,34 @@ fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
     }
 }
 
+fn node(op: &str, inputs: &[&str], out: &str) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![out.to_string()],
+        name: out.to_string(),
+        op_type: op.to_string(),
+        ..Default::default()
+    }
+}
+
+/// Renames every use of `from` by the nodes after `after` to `to`.
+fn rewire(g: &mut w2v_engine::onnx_pb::GraphProto, after: usize, from: &str, to: &str) {
+    for n in g.node.iter_mut().skip(after + 1) {
+        for i in n.input.iter_mut() {
+            if i == from {
+                *i = to.to_string();
+            }
+        }
+    }
+}
+
+/// Adds the scalar constant 1 the instrumentation uses, once.
+fn add_one(g: &mut w2v_engine::onnx_pb::GraphProto) {
+    if !g.initializer.iter().any(|t| t.name == ONE) {
+        g.initializer.push(f32_tensor(ONE, &[], &[1.0]));
+    }
+}
+
 /// `model` with the masks wired in after the feature projection (see the module docs); `embed`
 /// is the model's `masked_spec_embed` (`hidden` values). The embedding is a constant of the
 /// training graphs: it is not trained (see [`crate::parameters::is_trainable`]).
@@ -177,15 +218,18 @@ pub fn instrument(
     model: &ModelProto,
     embed: &[f32],
     hidden: usize,
-) -> Result<ModelProto, MaskingError> {
+) -> Result<ModelProto, InstrumentError> {
     if embed.len() != hidden {
-        return Err(MaskingError::EmbedSize {
+        return Err(InstrumentError::EmbedSize {
             got: embed.len(),
             hidden,
         });
     }
     let mut m = model.clone();
-    let g = m.graph.as_mut().ok_or(MaskingError::NoFeatureProjection)?;
+    let g = m
+        .graph
+        .as_mut()
+        .ok_or(InstrumentError::NoFeatureProjection)?;
     let pos = g
         .node
         .iter()
@@ -194,30 +238,14 @@ pub fn instrument(
                 i.strip_prefix("wav2vec2.").unwrap_or(i) == "feature_projection.projection.bias"
             })
         })
-        .ok_or(MaskingError::NoFeatureProjection)?;
+        .ok_or(InstrumentError::NoFeatureProjection)?;
     let x = g.node[pos]
         .output
         .first()
         .cloned()
-        .ok_or(MaskingError::NoFeatureProjection)?;
-    let masked = "w2v_train/masked_features".to_string();
-    for n in g.node.iter_mut().skip(pos + 1) {
-        for i in n.input.iter_mut() {
-            if *i == x {
-                *i = masked.clone();
-            }
-        }
-    }
-    for o in g.output.iter() {
-        debug_assert_ne!(o.name, x, "the feature projection is not a graph output");
-    }
-    let node = |op: &str, inputs: &[&str], out: &str| NodeProto {
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![out.to_string()],
-        name: out.to_string(),
-        op_type: op.to_string(),
-        ..Default::default()
-    };
+        .ok_or(InstrumentError::NoFeatureProjection)?;
+    let masked = "w2v_train/masked_features";
+    rewire(g, pos, &x, masked);
     let new = [
         node("Mul", &[&x, TIME_KEEP], "w2v_train/kept"),
         node("Sub", &[ONE, TIME_KEEP], "w2v_train/time_masked"),
@@ -230,24 +258,85 @@ pub fn instrument(
         node(
             "Mul",
             &["w2v_train/time_masked_features", CHANNEL_KEEP],
-            &masked,
+            masked,
         ),
     ];
     g.node.splice(pos + 1..pos + 1, new);
     g.input.push(value_info(
         TIME_KEEP,
-        [Some("batch"), Some("frames"), None],
-        [0, 0, 1],
+        &[(Some("batch"), 0), (Some("frames"), 0), (None, 1)],
     ));
     g.input.push(value_info(
         CHANNEL_KEEP,
-        [Some("batch"), None, None],
-        [0, 1, hidden as i64],
+        &[(Some("batch"), 0), (None, 1), (None, hidden as i64)],
     ));
     g.initializer
         .push(f32_tensor(EMBED, &[hidden as i64], embed));
-    g.initializer.push(f32_tensor(ONE, &[], &[1.0]));
+    add_one(g);
     Ok(m)
+}
+
+/// `model` with a LayerDrop gate on every Transformer layer (see the module docs); returns the
+/// instrumented model and its number of layers.
+pub fn instrument_layer_drop(model: &ModelProto) -> Result<(ModelProto, usize), InstrumentError> {
+    let mut m = model.clone();
+    let g = m.graph.as_mut().ok_or(InstrumentError::NoLayers)?;
+    let inits: std::collections::HashSet<String> =
+        g.initializer.iter().map(|t| t.name.clone()).collect();
+    let mut layers = 0;
+    loop {
+        let scope = format!("encoder.layers.{layers}/");
+        let (Some(first), Some(last)) = (
+            g.node.iter().position(|n| n.name.starts_with(&scope)),
+            g.node.iter().rposition(|n| n.name.starts_with(&scope)),
+        ) else {
+            break;
+        };
+        let x = g.node[first]
+            .input
+            .iter()
+            .find(|i| !inits.contains(*i))
+            .cloned()
+            .ok_or(InstrumentError::NoLayers)?;
+        let y = g.node[last]
+            .output
+            .first()
+            .cloned()
+            .ok_or(InstrumentError::NoLayers)?;
+        let keep = layer_keep(layers);
+        let p = format!("w2v_train/layer_drop/{layers}");
+        let out = format!("{p}/out");
+        rewire(g, last, &y, &out);
+        let new = [
+            node("Mul", &[&y, &keep], &format!("{p}/kept")),
+            node("Sub", &[ONE, &keep], &format!("{p}/dropped")),
+            node(
+                "Mul",
+                &[&x, &format!("{p}/dropped")],
+                &format!("{p}/skipped"),
+            ),
+            node(
+                "Add",
+                &[&format!("{p}/kept"), &format!("{p}/skipped")],
+                &out,
+            ),
+        ];
+        g.node.splice(last + 1..last + 1, new);
+        g.input.push(value_info(&keep, &[(None, 1)]));
+        layers += 1;
+    }
+    if layers == 0 {
+        return Err(InstrumentError::NoLayers);
+    }
+    add_one(g);
+    Ok((m, layers))
+}
+
+/// This update's LayerDrop gates: each layer kept (1) with probability `1 − p`.
+pub fn sample_layer_keep(layers: usize, p: f64, rng: &mut SplitMix64) -> Vec<f32> {
+    (0..layers)
+        .map(|_| if uniform(rng) < p { 0.0 } else { 1.0 })
+        .collect()
 }
 
 /// Whether `name` is a constant [`instrument`] added (never a trainable parameter).
