@@ -94,21 +94,9 @@ fn loss_decreases_and_output_model_transcribes() {
     assert!(report["peak_memory_mb"].as_f64().unwrap() > 1.0, "{report}");
     let tuned = out.join("model.onnx");
     assert!(tuned.is_file());
-    // The fine-tuned model is a normal w2v model with lineage metadata.
-    let inspect = w2v(["inspect".as_ref(), tuned.as_os_str(), "--json".as_ref()]);
-    assert!(inspect.success(), "{inspect:?}");
-    assert!(
-        inspect.stdout.contains("w2v.finetune.base_sha256"),
-        "{}",
-        inspect.stdout
-    );
-    let t = w2v([
-        "transcribe".as_ref(),
-        "--model".as_ref(),
-        tuned.as_os_str(),
-        speech(CLIPS[0].0).as_os_str(),
-    ]);
-    assert!(t.success(), "{t:?}");
+    // The fine-tuned model is a normal w2v model with lineage metadata...
+    inspect_shows(&tuned, &["w2v.finetune.base_sha256"]);
+    transcribes(&tuned);
     // ... which `w2v export` re-quantizes on the device, keeping the lineage.
     let int8 = dir.path().join("tuned.int8.onnx");
     let q = w2v([
@@ -120,17 +108,25 @@ fn loss_decreases_and_output_model_transcribes() {
         "int8".as_ref(),
     ]);
     assert!(q.success(), "{q:?}");
-    let inspect = w2v(["inspect".as_ref(), int8.as_os_str(), "--json".as_ref()]);
+    inspect_shows(&int8, &["\"int8\"", "w2v.finetune.base_sha256"]);
+    transcribes(&int8);
+}
+
+/// `w2v inspect --json` of `model` succeeds and mentions every needle.
+fn inspect_shows(model: &Path, needles: &[&str]) {
+    let inspect = w2v(["inspect".as_ref(), model.as_os_str(), "--json".as_ref()]);
     assert!(inspect.success(), "{inspect:?}");
-    assert!(
-        inspect.stdout.contains("\"int8\"") && inspect.stdout.contains("w2v.finetune.base_sha256"),
-        "{}",
-        inspect.stdout
-    );
+    for n in needles {
+        assert!(inspect.stdout.contains(n), "no {n} in {}", inspect.stdout);
+    }
+}
+
+/// `w2v transcribe --model model` runs on a real clip.
+fn transcribes(model: &Path) {
     let t = w2v([
         "transcribe".as_ref(),
         "--model".as_ref(),
-        int8.as_os_str(),
+        model.as_os_str(),
         speech(CLIPS[0].0).as_os_str(),
     ]);
     assert!(t.success(), "{t:?}");
@@ -181,15 +177,8 @@ fn eval_reports_wer_before_during_and_after_and_records_it() {
         serde_json::from_str(&run.stdout[run.stdout.find("{\n").expect("report")..]).unwrap();
     assert_eq!(report["eval_wer_before"].as_f64(), Some(evals[0].1));
     assert_eq!(report["eval_wer"].as_f64(), Some(evals[2].1));
-    let tuned = out.join("model.onnx");
-    let inspect = w2v(["inspect".as_ref(), tuned.as_os_str(), "--json".as_ref()]);
-    assert!(inspect.success(), "{inspect:?}");
     let want = format!("{:.6}", evals[2].1);
-    assert!(
-        inspect.stdout.contains("w2v.finetune.eval_wer") && inspect.stdout.contains(&want),
-        "{}",
-        inspect.stdout
-    );
+    inspect_shows(&out.join("model.onnx"), &["w2v.finetune.eval_wer", &want]);
 }
 
 #[test]

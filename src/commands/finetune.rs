@@ -110,6 +110,8 @@ struct StepLine {
     loss: f64,
     lr: f64,
     grad_norm: f64,
+    /// Wall time of this update (forward, CTC, backward, optimizer), in seconds.
+    seconds: f64,
 }
 
 #[derive(Serialize)]
@@ -345,7 +347,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     bar.set_position(trainer.state.step);
     let (mut first_loss, mut final_loss) = (None, None);
     while trainer.state.step < args.steps {
+        let t0 = Instant::now();
         let r = trainer.step(&examples)?;
+        let seconds = t0.elapsed().as_secs_f64();
         first_loss.get_or_insert(r.loss);
         final_loss = Some(r.loss);
         bar.set_position(r.step);
@@ -356,6 +360,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 loss: r.loss,
                 lr: r.lr,
                 grad_norm: r.grad_norm,
+                seconds,
             };
             bar.suspend(|| println!("{}", serde_json::to_string(&line).unwrap_or_default()));
         }

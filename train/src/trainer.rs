@@ -98,6 +98,70 @@ fn masked_spec_embed(model: &ModelProto, hidden: usize) -> Result<Vec<f32>, Trai
         .map_err(|err| TrainError::Model(format!("{key}: {err}")))
 }
 
+/// The extra inputs of the instrumented training graphs ([`regularize`]): time and channel
+/// keep-masks and LayerDrop gates, with their shapes.
+struct RegularizationInputs {
+    time: Vec<f32>,
+    time_shape: [usize; 3],
+    channel: Vec<f32>,
+    channel_shape: [usize; 3],
+    gates: Vec<f32>,
+}
+
+impl RegularizationInputs {
+    fn new(
+        batch: usize,
+        frames: usize,
+        hidden: usize,
+        time: Vec<f32>,
+        channel: Vec<f32>,
+        gates: Vec<f32>,
+    ) -> Self {
+        RegularizationInputs {
+            time,
+            time_shape: [batch, frames, 1],
+            channel,
+            channel_shape: [batch, 1, hidden],
+            gates,
+        }
+    }
+
+    /// The training graphs' inputs: `samples` (`shape`), the attention `mask` where the model
+    /// takes one, the keep-masks when `masking`, and one LayerDrop gate per name in `gate_names`.
+    #[allow(clippy::too_many_arguments)]
+    fn graph_inputs<'a>(
+        &'a self,
+        shape: &'a [usize; 2],
+        samples: &'a [f32],
+        mask: &'a [i64],
+        uses_attention_mask: bool,
+        masking: bool,
+        gate_names: &'a [String],
+    ) -> Vec<(&'a str, TensorView<'a>)> {
+        let mut inputs = vec![("input_values", TensorView::f32(shape, samples))];
+        if uses_attention_mask {
+            inputs.push(("attention_mask", TensorView::i64(shape, mask)));
+        }
+        if masking {
+            inputs.push((
+                regularize::TIME_KEEP,
+                TensorView::f32(&self.time_shape, &self.time),
+            ));
+            inputs.push((
+                regularize::CHANNEL_KEEP,
+                TensorView::f32(&self.channel_shape, &self.channel),
+            ));
+        }
+        for (name, g) in gate_names.iter().zip(&self.gates) {
+            inputs.push((
+                name.as_str(),
+                TensorView::f32(&[1], std::slice::from_ref(g)),
+            ));
+        }
+        inputs
+    }
+}
+
 /// SplitMix64: small, fast, and its whole state is one integer (easy to checkpoint).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SplitMix64(pub u64);
@@ -332,44 +396,31 @@ impl Trainer {
             .iter()
             .map(|&i| self.info.frames_for_samples(data[i].samples.len()))
             .collect();
-        let (time_keep, channel_keep) = if self.config.masking.is_active() {
-            regularize::sample(
+        let reg = if self.config.masking.is_active() || !self.layer_gates.is_empty() {
+            let (time, channel) = regularize::sample(
                 &self.config.masking,
                 &valid,
                 padded_frames,
                 self.hidden,
                 &mut self.state.rng,
-            )
+            );
+            let gates = regularize::sample_layer_keep(
+                self.layer_gates.len(),
+                self.config.layer_drop,
+                &mut self.state.rng,
+            );
+            RegularizationInputs::new(b, padded_frames, self.hidden, time, channel, gates)
         } else {
-            (Vec::new(), Vec::new())
+            RegularizationInputs::new(b, padded_frames, self.hidden, vec![], vec![], vec![])
         };
-        let time_shape = [b, padded_frames, 1];
-        let channel_shape = [b, 1, self.hidden];
-        let gates = regularize::sample_layer_keep(
-            self.layer_gates.len(),
-            self.config.layer_drop,
-            &mut self.state.rng,
+        let inputs = reg.graph_inputs(
+            &shape,
+            &samples,
+            &mask,
+            self.info.uses_attention_mask,
+            self.config.masking.is_active(),
+            &self.layer_gates,
         );
-        let mut inputs = vec![("input_values", TensorView::f32(&shape, &samples))];
-        if self.info.uses_attention_mask {
-            inputs.push(("attention_mask", TensorView::i64(&shape, &mask)));
-        }
-        if self.config.masking.is_active() {
-            inputs.push((
-                regularize::TIME_KEEP,
-                TensorView::f32(&time_shape, &time_keep),
-            ));
-            inputs.push((
-                regularize::CHANNEL_KEEP,
-                TensorView::f32(&channel_shape, &channel_keep),
-            ));
-        }
-        for (name, g) in self.layer_gates.iter().zip(&gates) {
-            inputs.push((
-                name.as_str(),
-                TensorView::f32(&[1], std::slice::from_ref(g)),
-            ));
-        }
         let params = &self.state.params;
         let fwd = self.runner.forward(&inputs, params)?;
         let lshape = fwd.output.shape.clone();
@@ -452,28 +503,22 @@ impl Trainer {
         let shape = [1, samples.len()];
         let mask = vec![1i64; samples.len()];
         let frames = self.info.frames_for_samples(samples.len());
-        let time_keep = vec![1f32; frames];
-        let channel_keep = vec![1f32; self.hidden];
-        let time_shape = [1, frames, 1];
-        let channel_shape = [1, 1, self.hidden];
-        let mut inputs = vec![("input_values", TensorView::f32(&shape, samples))];
-        if self.info.uses_attention_mask {
-            inputs.push(("attention_mask", TensorView::i64(&shape, &mask)));
-        }
-        if self.config.masking.is_active() {
-            inputs.push((
-                regularize::TIME_KEEP,
-                TensorView::f32(&time_shape, &time_keep),
-            ));
-            inputs.push((
-                regularize::CHANNEL_KEEP,
-                TensorView::f32(&channel_shape, &channel_keep),
-            ));
-        }
-        let one = [1f32];
-        for name in &self.layer_gates {
-            inputs.push((name.as_str(), TensorView::f32(&[1], &one)));
-        }
+        let reg = RegularizationInputs::new(
+            1,
+            frames,
+            self.hidden,
+            vec![1.0; frames],
+            vec![1.0; self.hidden],
+            vec![1.0; self.layer_gates.len()],
+        );
+        let inputs = reg.graph_inputs(
+            &shape,
+            samples,
+            &mask,
+            self.info.uses_attention_mask,
+            self.config.masking.is_active(),
+            &self.layer_gates,
+        );
         let fwd = self.runner.forward(&inputs, &self.state.params)?;
         let vocab = fwd.output.shape.last().copied().unwrap_or(0);
         Ok((fwd.output.as_f32().unwrap_or_default().to_vec(), vocab))
