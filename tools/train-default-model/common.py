@@ -269,14 +269,14 @@ def model_config(args=None, **overrides):
     exported model takes no attention mask)."""
     from transformers import Wav2Vec2Config
     g = (lambda k, d: getattr(args, k, d)) if args is not None else (lambda k, d: d)
-    conv = int(g("conv_channels", 256))
+    conv = int(g("conv_channels", 128))
     hidden = int(g("hidden", 256))
     kw = dict(
         conv_dim=(conv,) * 7,
         conv_kernel=(10, 3, 3, 3, 3, 2, 2),
         conv_stride=(5, 2, 2, 2, 2, 2, 2),
         conv_bias=False,
-        feat_extract_norm="group",
+        feat_extract_norm=str(g("conv_norm", "group")),
         feat_extract_activation="gelu",
         # pre-layer-norm Transformer (transformers' "stable layer norm", as in wav2vec2-large):
         # the post-LN layout of wav2vec2-base does not leave the CTC blank plateau within this

@@ -112,6 +112,7 @@ def main():
         "finetune_steps": str(runs.get("finetune", {}).get("steps", "n/a")),
         "scratch_minutes": f"{runs.get('scratch', {}).get('minutes', 0):.0f}",
         "scratch_steps": str(runs.get("scratch", {}).get("steps", "n/a")),
+        "ft_lr": f"{runs.get(ship, {}).get('args', {}).get('lr', float('nan')):g}",
     }
     for stage, short in (("finetune", "ft"), ("scratch", "scratch")):
         for split in ("dev", "test", "test_phrases"):

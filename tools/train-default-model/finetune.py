@@ -94,7 +94,7 @@ def main():
     ap.add_argument("--steps", type=int, default=None, help="fixed number of updates (overrides --minutes)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
+    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     ap.add_argument("--batch-seconds", type=float, default=12.0, help="padded audio per update")
     ap.add_argument("--max-seconds", type=float, default=16.0, help="drop longer labeled clips")
     ap.add_argument("--mask-time-p", type=float, default=0.02, help="p: probability a step starts a time mask")
@@ -106,12 +106,17 @@ def main():
     ap.add_argument("--p-noise", type=float, default=0.5, help="probability of added noise")
     ap.add_argument("--p-reverb", type=float, default=0.3, help="probability of reverberation")
     ap.add_argument("--ckpt-every", type=float, default=300.0)
+    ap.add_argument("--label-minutes", type=float, default=None,
+                    help="label budget: train on a seeded random subset of the labeled clips totalling "
+                         "about this many minutes (the ablation's small budget); default: all")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="stage folder (default WORK/finetune or WORK/scratch)")
     args = ap.parse_args()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
     stage = "finetune" if args.init == "pretrained" else "scratch"
-    out_dir = args.work / stage
+    out_dir = args.out or args.work / stage
     if (out_dir / "done.json").exists():
         log(f"{stage}: done already,", out_dir / "done.json")
         return
@@ -129,6 +134,16 @@ def main():
     rows = train + synth + phrases
     keep = [i for i, a in enumerate(audio) if len(a) <= args.max_seconds * SR]
     rows, audio = [rows[i] for i in keep], [pad_min(audio[i], int(0.3 * SR)) for i in keep]
+    if args.label_minutes is not None:
+        pick, total = [], 0.0
+        for i in np.random.default_rng([args.seed, 30]).permutation(len(rows)):
+            if total >= args.label_minutes * 60:
+                break
+            pick.append(int(i))
+            total += len(audio[i]) / SR
+        pick.sort()
+        rows, audio = [rows[i] for i in pick], [audio[i] for i in pick]
+        log(f"label budget {args.label_minutes:g} min: {len(rows)} clips, {total / 60:.1f} min")
     labels = [text_to_ids(u.text) for u in rows]
     lengths = [len(a) for a in audio]
     log(f"{stage} data: {len(train)} real + {len(synth)} espeak-ng + {len(phrases)} phrases "
@@ -169,6 +184,7 @@ def main():
     ckpt = out_dir / "ckpt.pt"
     budget = Budget(args.minutes * 60, args.steps)
     epoch = 0
+    curve = []  # (update, training seconds, learning rate, CTC loss): the loss curve
     if ckpt.exists():
         s = torch.load(ckpt, weights_only=False)
         model.load_state_dict(s["model"])
@@ -177,6 +193,7 @@ def main():
         rng.bit_generator.state = s["np_gen"]
         budget = Budget(args.minutes * 60, args.steps, spent=s["spent"], step=s["step"])
         epoch = s["epoch"]
+        curve = s.get("curve", [])
         log(f"resumed at step {budget.step}, {budget.spent / 60:.1f} min spent")
 
     last_ckpt = last_log = time.monotonic()
@@ -214,6 +231,7 @@ def main():
                 log(f"step {budget.step}: non-finite loss/gradient, skipped")
             budget.step += 1
             hist.append(loss.item())
+            curve.append((budget.step, round(budget.spent, 2), lr, round(loss.item(), 5)))
             now = time.monotonic()
             if now - last_log > (10 if args.smoke else 60):
                 log(f"step {budget.step} ep {epoch} {100 * budget.progress:5.1f}% lr {lr:.2e} "
@@ -222,7 +240,7 @@ def main():
             if now - last_ckpt > args.ckpt_every and not budget.done():
                 atomic_torch_save(dict(model=model.state_dict(), opt=opt.state_dict(), rng=rng_state(),
                                        np_gen=rng.bit_generator.state, spent=budget.spent,
-                                       step=budget.step, epoch=epoch), ckpt)
+                                       step=budget.step, epoch=epoch, curve=curve), ckpt)
                 last_ckpt = now
             if not mid_eval_done and budget.progress >= 0.5 and not args.smoke:
                 mid_eval_done = True
@@ -239,6 +257,9 @@ def main():
     shutil.rmtree(hf, ignore_errors=True)
     model.eval()
     save_hf_ctc(model, hf)
+    with open(out_dir / "curve.tsv", "w") as f:
+        f.write("update\tseconds\tlr\tctc\n")
+        f.writelines(f"{u}\t{t}\t{lr:.3e}\t{c}\n" for u, t, lr, c in curve)
     metrics = evaluate_all(model, args.work, args.smoke, cache, out_dir)
     write_json(out_dir / "done.json", dict(
         stage=stage, init=args.init, steps=budget.step, epochs=epoch, minutes=train_minutes,

@@ -53,7 +53,10 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import (_compute_mask_indice
 
 def add_arch_args(ap):
     g = ap.add_argument_group("architecture")
-    g.add_argument("--conv-channels", type=int, default=256)
+    g.add_argument("--conv-channels", type=int, default=128)
+    g.add_argument("--conv-norm", choices=["group", "layer"], default="group",
+                   help="feature-encoder normalization: group (first layer only, as wav2vec2-base; "
+                        "no attention mask) or layer (every layer, as wav2vec2-large-lv60)")
     g.add_argument("--hidden", type=int, default=256)
     g.add_argument("--layers", type=int, default=6)
     g.add_argument("--heads", type=int, default=4)
@@ -260,6 +263,7 @@ def main():
 
     ckpt = out_dir / "ckpt.pt"
     budget = Budget(args.minutes * 60, args.steps)
+    curve = []  # (update, training seconds, lr, loss, contrastive, accuracy, feature penalty)
     if ckpt.exists():
         s = torch.load(ckpt, weights_only=False)
         model.load_state_dict(s["model"])
@@ -267,6 +271,7 @@ def main():
         set_rng_state(s["rng"])
         rng.bit_generator.state = s["np_gen"]
         budget = Budget(args.minutes * 60, args.steps, spent=s["spent"], step=s["step"])
+        curve = s.get("curve", [])
         log(f"resumed at step {budget.step}, {budget.spent / 60:.1f} min spent")
 
     last_ckpt, last_log, hist = time.monotonic(), time.monotonic(), []
@@ -291,6 +296,8 @@ def main():
             opt.step()
         budget.step += 1
         hist.append(dict(loss=loss.item(), **parts))
+        curve.append((budget.step, round(budget.spent, 2), lr, round(loss.item(), 5), round(parts["contrastive"], 5),
+                      round(parts["accuracy"], 5), round(parts["feature_pen"], 6)))
         now = time.monotonic()
         if now - last_log > (10 if args.smoke else 60) or budget.done():
             k = hist[-20:]
@@ -303,12 +310,15 @@ def main():
         if now - last_ckpt > args.ckpt_every and not budget.done():
             atomic_torch_save(dict(model=model.state_dict(), opt=opt.state_dict(), rng=rng_state(),
                                    np_gen=rng.bit_generator.state, spent=budget.spent,
-                                   step=budget.step), ckpt)
+                                   step=budget.step, curve=curve), ckpt)
             last_ckpt = now
 
     hf = out_dir / "hf"
     shutil.rmtree(hf, ignore_errors=True)
     model.save_pretrained(str(hf), safe_serialization=True)
+    with open(out_dir / "curve.tsv", "w") as f:
+        f.write("update\tseconds\tlr\tloss\tcontrastive\taccuracy\tfeature_pen\n")
+        f.writelines("\t".join(str(v) for v in row) + "\n" for row in curve)
     k = hist[-50:] or [dict(loss=float("nan"), accuracy=float("nan"), perplexity=float("nan"))]
     write_json(out_dir / "done.json", dict(
         stage="pretrain", steps=budget.step, minutes=budget.spent / 60, seconds_per_step=budget.spent / max(budget.step, 1),

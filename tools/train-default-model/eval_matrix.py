@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""The model card's results matrix, measured with the w2v binary: WER and CER of the shipped
+models (fp32 and int8) on both backends (tract and ONNX Runtime), on the held-back test speakers'
+digits, command words and concatenated phrases.
+
+  eval_matrix.py --w2v target/release/w2v --models models/default.onnx models/default.int8.onnx \
+      --test tools/train-default-model/manifest/test.tsv --phrases WORK/synth/phrases/test.tsv \
+      --out WORK/final/eval-matrix
+
+writes OUT.json (every `w2v eval --json` result) and OUT.md (the table). ONNX Runtime needs its
+library (tools/fetch-ort.sh, or ORT_DYLIB_PATH).
+"""
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+DIGITS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
+
+
+def split_test(test: Path, tmp: Path):
+    """test.tsv -> (digits.tsv, commands.tsv) with paths made absolute."""
+    lines = test.read_text().splitlines()
+    out = {"digits": [lines[0]], "command words": [lines[0]]}
+    for line in lines[1:]:
+        cols = line.split("\t")
+        cols[0] = str((test.parent / cols[0]).resolve())
+        out["digits" if cols[1] in DIGITS else "command words"].append("\t".join(cols))
+    paths = {}
+    for name, rows in out.items():
+        p = tmp / f"{name.replace(' ', '-')}.tsv"
+        p.write_text("\n".join(rows) + "\n")
+        paths[name] = p
+    return paths
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--w2v", type=Path, required=True)
+    ap.add_argument("--models", type=Path, nargs="+", required=True)
+    ap.add_argument("--test", type=Path, required=True)
+    ap.add_argument("--phrases", type=Path)
+    ap.add_argument("--backends", nargs="+", default=["tract", "ort"])
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = split_test(args.test, Path(tmp))
+        if args.phrases:
+            sets["phrases"] = args.phrases
+        results = []
+        for model in args.models:
+            for backend in args.backends:
+                for name, tsv in sets.items():
+                    cmd = [str(args.w2v), "eval", "--model", str(model), "--data", str(tsv),
+                           "--backend", backend, "--json"]
+                    r = subprocess.run(cmd, capture_output=True, text=True)
+                    if r.returncode != 0:
+                        sys.exit(f"eval_matrix: {' '.join(cmd)} failed:\n{r.stderr}")
+                    j = json.loads(r.stdout)
+                    results.append(dict(model=model.name, backend=backend, set=name, wer=j["wer"], cer=j["cer"],
+                                        utterances=j["utterances"], failed=j["failed"],
+                                        real_time_factor=j["real_time_factor"]))
+                    print(f"{model.name:22s} {backend:6s} {name:14s} WER {100 * j['wer']:6.2f} %  "
+                          f"CER {100 * j['cer']:6.2f} %  ({j['utterances']} utts, RTF {j['real_time_factor']:.4f})",
+                          flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    names = list(dict.fromkeys(r["set"] for r in results))
+    head = "| model | backend | " + " | ".join(f"{n} WER (CER)" for n in names) + " | real-time factor |"
+    lines = [head, "|---|---|" + "---:|" * (len(names) + 1)]
+    for model in args.models:
+        for backend in args.backends:
+            rows = {r["set"]: r for r in results if r["model"] == model.name and r["backend"] == backend}
+            cells = [f"{100 * rows[n]['wer']:.1f} % ({100 * rows[n]['cer']:.1f} %)" for n in names]
+            rtf = max(r["real_time_factor"] for r in rows.values())
+            lines.append(f"| `{model.name}` | {backend} | " + " | ".join(cells) + f" | {rtf:.3f} |")
+    counts = {n: next(r["utterances"] for r in results if r["set"] == n) for n in names}
+    lines.append("")
+    lines.append("Utterances: " + ", ".join(f"{n} {c}" for n, c in counts.items()) + ".")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
