@@ -4,11 +4,11 @@
 //! speed, and the accepted commands must reach precision >= 95 % and recall >= 90 %, with >= 90 %
 //! of the out-of-grammar words (clips of words not in COMMANDS.txt) rejected.
 //!
-//! This test needs the default model, which has not landed yet (issue #9: the first full recipe
-//! run reached 91.8 % test WER, far from shippable), so it is ignored by default. Run it with
-//! `cargo test --release --test listen_accuracy -- --ignored --nocapture` once `models/default.onnx`
-//! exists (or with `W2V_MODEL` unset and a candidate model copied there); remove the `ignore`
-//! when the model is committed.
+//! The shipped model (recipe run 2, 44 % test WER) does not meet these bounds yet: measured
+//! 2026-11-25, precision 0.744 (58/78), recall 0.604 (58/96), out-of-grammar rejection 0.850
+//! (34/40) at the default threshold (docs/benchmarks.md). So the test stays ignored until a model
+//! that meets issue #9's accuracy targets ships; run it with
+//! `cargo test --release --test listen_accuracy -- --ignored --nocapture`.
 
 mod common;
 
@@ -16,7 +16,7 @@ use common::stream::{self, IN_GRAMMAR, OUT_OF_GRAMMAR};
 use common::*;
 
 #[test]
-#[ignore = "needs the shipped default model (models/default.onnx), not committed yet: issue #9"]
+#[ignore = "the shipped default model misses these bounds (precision 0.74, recall 0.60): issue #9"]
 fn commands_in_a_long_stream_meet_precision_recall_and_rejection() {
     let dir = tempfile::tempdir().unwrap();
     let clips = stream::test_clips(&[&IN_GRAMMAR[..], &OUT_OF_GRAMMAR[..]].concat());
