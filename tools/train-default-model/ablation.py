@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def run(args):
+    args.work = args.work.resolve()  # the same audio-cache keys as the recipe's (absolute) paths
     out = args.work / f"ablation-{args.label_minutes:g}min"
     procs = []
     for init, stage in (("pretrained", "finetune"), ("scratch", "scratch")):

@@ -215,7 +215,7 @@ def load_audio_cache(rows: list[Utt], cache: Path) -> list[np.ndarray]:
         return [z[f"a{i}"] for i in range(len(rows))]
     out = [load_audio(u.path) for u in rows]
     f.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_name(f.stem + ".tmp.npz")
+    tmp = f.with_name(f"{f.stem}.{os.getpid()}.tmp.npz")  # processes may build it side by side
     np.savez(tmp, **{f"a{i}": a for i, a in enumerate(out)})
     tmp.replace(f)
     return out
