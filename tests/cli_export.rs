@@ -233,14 +233,7 @@ fn an_exported_fp32_model_requantizes() {
         assert!(is_sha256_hex(lineage), "{lineage}");
         assert_eq!(info["vocab"], fp32_info["vocab"]);
         assert_eq!(info["config"], fp32_info["config"]);
-        let audio = speech("fsdd/0_george_0.wav");
-        let run = w2v([
-            "transcribe".as_ref(),
-            "--model".as_ref(),
-            out.as_os_str(),
-            audio.as_os_str(),
-        ]);
-        assert_ok(&run);
+        assert_transcribes(&out);
     }
     // The text summary names the source model.
     let out = tmp.path().join("text.onnx");
@@ -527,14 +520,7 @@ fn quantized_exports_describe_themselves_and_transcribe() {
         let info = inspect_json(&out);
         assert_eq!(info["precision"], precision);
         // The quantized model runs through the normal transcription path.
-        let audio = speech("fsdd/0_george_0.wav");
-        let run = w2v([
-            "transcribe".as_ref(),
-            "--model".as_ref(),
-            out.as_os_str(),
-            audio.as_os_str(),
-        ]);
-        assert_ok(&run);
+        assert_transcribes(&out);
     }
 }
 

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{assert_one_error, export_fixture, repo, speech, w2v};
+use common::{assert_one_error, assert_transcribes, export_fixture, repo, speech, w2v};
 
 /// Four spoken digits from ../shared/data (8 kHz WAV, resampled by the front end).
 const CLIPS: [(&str, &str); 4] = [
@@ -96,7 +96,7 @@ fn loss_decreases_and_output_model_transcribes() {
     assert!(tuned.is_file());
     // The fine-tuned model is a normal w2v model with lineage metadata...
     inspect_shows(&tuned, &["w2v.finetune.base_sha256"]);
-    transcribes(&tuned);
+    assert_transcribes(&tuned);
     // ... which `w2v export` re-quantizes on the device, keeping the lineage.
     let int8 = dir.path().join("tuned.int8.onnx");
     let q = w2v([
@@ -109,7 +109,7 @@ fn loss_decreases_and_output_model_transcribes() {
     ]);
     assert!(q.success(), "{q:?}");
     inspect_shows(&int8, &["\"int8\"", "w2v.finetune.base_sha256"]);
-    transcribes(&int8);
+    assert_transcribes(&int8);
 }
 
 /// `w2v inspect --json` of `model` succeeds and mentions every needle.
@@ -119,17 +119,6 @@ fn inspect_shows(model: &Path, needles: &[&str]) {
     for n in needles {
         assert!(inspect.stdout.contains(n), "no {n} in {}", inspect.stdout);
     }
-}
-
-/// `w2v transcribe --model model` runs on a real clip.
-fn transcribes(model: &Path) {
-    let t = w2v([
-        "transcribe".as_ref(),
-        "--model".as_ref(),
-        model.as_os_str(),
-        speech(CLIPS[0].0).as_os_str(),
-    ]);
-    assert!(t.success(), "{t:?}");
 }
 
 /// The float32 initializers of an ONNX model, by name.

@@ -39,6 +39,18 @@ pub fn speech(rel: &str) -> PathBuf {
     p
 }
 
+/// `w2v transcribe --model model` succeeds on a real speech clip.
+pub fn assert_transcribes(model: &Path) {
+    let audio = speech("fsdd/0_george_0.wav");
+    let run = w2v([
+        "transcribe".as_ref(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        audio.as_os_str(),
+    ]);
+    assert_ok(&run);
+}
+
 /// The outcome of one `w2v` run.
 #[derive(Debug)]
 pub struct Run {
