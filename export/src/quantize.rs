@@ -142,6 +142,11 @@ pub(crate) fn export_reduced(
             info.raw.insert(keys::CALIBRATION.into(), how);
         }
     }
+    let saved = precision::f16_storage(&mut g, precision::F16_STORAGE_MIN_ELEMENTS);
+    tracing::info!(
+        saved_bytes = saved,
+        "float32-compute weights stored as float16"
+    );
     info.precision = precision_name.into();
     if let Some(t) = target {
         info.raw.insert(keys::TARGET.into(), t.as_str().into());
