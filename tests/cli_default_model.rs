@@ -101,3 +101,117 @@ fn models_folder_fits_its_30_mb_budget() {
         dir.display()
     );
 }
+
+/// `models/default.words.txt`: the shipped model's training words.
+fn word_list() -> PathBuf {
+    repo().join("models/default.words.txt")
+}
+
+#[test]
+fn default_model_with_its_word_list_transcribes_the_samples() {
+    let words = word_list();
+    transcribes_every_sample(&["--words", words.to_str().unwrap()]);
+}
+
+/// Constrained decoding on held-out clips: every output word is a listed one (greedy output of
+/// the same clips misspells some), and `eval --json` says how it decoded.
+#[test]
+fn word_list_decoding_outputs_only_listed_words() {
+    let listed: Vec<String> = std::fs::read_to_string(word_list())
+        .unwrap()
+        .lines()
+        .map(|l| l.split('#').next().unwrap().to_string())
+        .flat_map(|l| {
+            l.split_whitespace()
+                .map(str::to_uppercase)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let clips = common::stream::test_clips(&["two", "three", "left", "off", "seven", "go"]);
+    let chosen = common::stream::pick(&clips, &["two", "three", "left", "off", "seven", "go"], 4);
+    let words = word_list();
+    let mut args = vec![
+        "transcribe".to_string(),
+        "--format".into(),
+        "json".into(),
+        "--words".into(),
+        words.display().to_string(),
+    ];
+    args.extend(chosen.iter().map(|(p, _)| p.display().to_string()));
+    let run = w2v(&args);
+    assert_ok(&run);
+    let mut emitted = 0;
+    for line in run.stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for w in v["words"].as_array().unwrap() {
+            let text = w["text"].as_str().unwrap();
+            assert!(
+                listed.iter().any(|l| l == text),
+                "{text:?} is not listed: {line}"
+            );
+            let c = w["confidence"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&c), "{line}");
+            emitted += 1;
+        }
+    }
+    assert!(emitted >= chosen.len() / 2, "{}", run.stdout);
+
+    let dir = tempfile::tempdir().unwrap();
+    let tsv = dir.path().join("clips.tsv");
+    let rows: String = chosen
+        .iter()
+        .map(|(p, t)| format!("{}\t{t}\n", p.display()))
+        .collect();
+    std::fs::write(&tsv, format!("path\ttranscript\n{rows}")).unwrap();
+    let eval = |extra: &[&str]| {
+        let mut a = vec!["eval", "--json", "--data", tsv.to_str().unwrap()];
+        a.extend(extra);
+        let run = w2v(&a);
+        assert_ok(&run);
+        serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap()
+    };
+    let greedy = eval(&[]);
+    let constrained = eval(&["--words", words.to_str().unwrap()]);
+    assert_eq!(greedy["decoding"], "greedy");
+    assert_eq!(constrained["decoding"], "lexicon");
+    assert_eq!(constrained["words_file"], words.display().to_string());
+    eprintln!(
+        "{} clips: WER greedy {:.3}, with the word list {:.3}",
+        chosen.len(),
+        greedy["wer"],
+        constrained["wer"]
+    );
+}
+
+#[test]
+fn bad_word_lists_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = samples()[0].0.clone();
+    let missing = dir.path().join("missing.txt");
+    let run = w2v([
+        "transcribe".as_ref(),
+        "--words".as_ref(),
+        missing.as_os_str(),
+        sample.as_os_str(),
+    ]);
+    assert_one_error(&run, &[&shown(&missing), "no such file"]);
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "yes no\nstop café\n").unwrap();
+    let run = w2v([
+        "eval".as_ref(),
+        "--words".as_ref(),
+        bad.as_os_str(),
+        "--data".as_ref(),
+        repo().join("samples/samples.tsv").as_os_str(),
+    ]);
+    assert_one_error(&run, &[&shown(&bad), ":2:", "café", "é"]);
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "# nothing yet\n").unwrap();
+    let run = w2v([
+        "transcribe".as_ref(),
+        "--words".as_ref(),
+        empty.as_os_str(),
+        sample.as_os_str(),
+    ]);
+    assert_one_error(&run, &[&shown(&empty), "no words"]);
+}

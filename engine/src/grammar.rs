@@ -88,6 +88,15 @@ pub enum GrammarError {
         phrase: String,
         what: String,
     },
+    #[error("{path}: no words (list them separated by spaces or newlines; `#` starts a comment)")]
+    NoWords { path: String },
+    #[error("{path}:{line}: word {word:?}: {what} is not in the model's vocabulary")]
+    WordOutOfVocabulary {
+        path: String,
+        line: usize,
+        word: String,
+        what: String,
+    },
     #[error("{path}:{line}: `=> action` has no phrase before it")]
     MissingPhrase { path: String, line: usize },
     #[error("{path}:{line}: phrase {phrase:?}: `=>` is not followed by an action")]
@@ -129,20 +138,8 @@ pub struct CommandSet {
 impl CommandSet {
     /// Read and compile a commands file.
     pub fn load(path: &std::path::Path, vocab: &Vocabulary) -> Result<Self, GrammarError> {
-        let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => GrammarError::NotFound {
-                path: shown.clone(),
-            },
-            _ => GrammarError::Io {
-                path: shown.clone(),
-                source: e,
-            },
-        })?;
-        let text = String::from_utf8(bytes).map_err(|_| GrammarError::NotText {
-            path: shown.clone(),
-        })?;
-        Self::parse(&text, &shown, vocab)
+        let text = read_text_file(path)?;
+        Self::parse(&text, &path.display().to_string(), vocab)
     }
 
     /// Compile the text of a commands file; `path` names it in errors.
@@ -338,10 +335,25 @@ fn free_log_likelihood(logp: &[f32], vocab_size: usize) -> f64 {
         .sum()
 }
 
+/// The UTF-8 text of a commands or word-list file, with the errors naming it.
+pub(crate) fn read_text_file(path: &std::path::Path) -> Result<String, GrammarError> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => GrammarError::NotFound {
+            path: shown.clone(),
+        },
+        _ => GrammarError::Io {
+            path: shown.clone(),
+            source: e,
+        },
+    })?;
+    String::from_utf8(bytes).map_err(|_| GrammarError::NotText { path: shown })
+}
+
 /// Spell one word in the vocabulary: the longest vocabulary text token at each position, trying
 /// the word as written, then upper-case, then lower-case (vocabularies are usually one case).
 /// On failure, says which character (or the word) cannot be spelled.
-fn spell(word: &str, vocab: &Vocabulary) -> Result<Vec<usize>, String> {
+pub(crate) fn spell(word: &str, vocab: &Vocabulary) -> Result<Vec<usize>, String> {
     let mut first_err = None;
     for candidate in [word.to_string(), word.to_uppercase(), word.to_lowercase()] {
         match spell_exact(&candidate, vocab) {

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod ctc;
 pub mod fs;
 pub mod grammar;
+pub mod lexicon;
 pub mod listen;
 pub mod manifest;
 pub mod metrics;

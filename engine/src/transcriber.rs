@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::audio::normalize;
 use crate::backend::{Backend, BackendError, Batch, Logits};
 use crate::ctc::{greedy_decode, Transcript, Vocabulary, Word};
+use crate::lexicon::Lexicon;
 use crate::model_info::ModelInfo;
 
 /// How audio is cut into windows.
@@ -125,6 +126,8 @@ pub struct Transcriber<B: Backend> {
     backend: B,
     vocab: Vocabulary,
     pub plan: ChunkPlan,
+    /// Restrict transcripts to these words (lexicon-constrained decoding); greedy when `None`.
+    pub lexicon: Option<Lexicon>,
 }
 
 impl<B: Backend> Transcriber<B> {
@@ -139,6 +142,7 @@ impl<B: Backend> Transcriber<B> {
             backend,
             vocab,
             plan: ChunkPlan::default(),
+            lexicon: None,
         }
     }
 
@@ -203,7 +207,7 @@ impl<B: Backend> Transcriber<B> {
     pub fn transcribe(&mut self, audio: &[f32]) -> Result<FileTranscript, BackendError> {
         let start = Instant::now();
         let logits = self.logits(audio)?;
-        let t = greedy_decode(logits.row(0), &self.vocab, self.seconds_per_frame(), 0.0);
+        let t = self.decode(logits.row(0), self.seconds_per_frame());
         Ok(self.finish(t, audio.len(), start.elapsed().as_secs_f64()))
     }
 
@@ -249,10 +253,18 @@ impl<B: Backend> Transcriber<B> {
         Ok((0..audios.len())
             .map(|b| {
                 let frames = info.frames_for_samples(lengths[b]).min(out.frames);
-                let t = greedy_decode(&out.row(b)[..frames * out.vocab], &self.vocab, spf, 0.0);
+                let t = self.decode(&out.row(b)[..frames * out.vocab], spf);
                 self.finish(t, lengths[b], elapsed)
             })
             .collect())
+    }
+
+    /// One utterance's logits to words: greedy, or constrained to [`Transcriber::lexicon`].
+    fn decode(&self, logits: &[f32], seconds_per_frame: f64) -> Transcript {
+        match &self.lexicon {
+            Some(lex) => lex.decode(logits, &self.vocab, seconds_per_frame, 0.0),
+            None => greedy_decode(logits, &self.vocab, seconds_per_frame, 0.0),
+        }
     }
 
     fn finish(&self, t: Transcript, samples: usize, compute: f64) -> FileTranscript {

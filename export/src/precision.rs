@@ -268,7 +268,7 @@ pub fn f16_storage(g: &mut GraphBuilder, min_elements: usize) -> usize {
         let InitData::F32(t) = &init.data else {
             continue;
         };
-        if t.data.len() < min_elements || t.data.iter().any(|v| !(v.abs() <= 65504.0)) {
+        if t.data.len() < min_elements || t.data.iter().any(|v| !v.is_finite() || v.abs() > 65504.0) {
             continue;
         }
         init.data = InitData::F16 {

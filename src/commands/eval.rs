@@ -9,7 +9,7 @@ use w2v_engine::metrics::{char_errors, word_errors, EditCounts};
 use w2v_engine::transcriber::{ChunkPlan, Transcriber};
 
 use super::model::{open_backend, ModelArgs};
-use super::transcribe::{progress_bar, transcribe_file};
+use super::transcribe::{progress_bar, transcribe_file, use_word_list};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,12 +24,20 @@ pub struct Args {
     /// Also print each utterance's reference and hypothesis.
     #[arg(long)]
     show: bool,
+    /// Decode constrained to the words listed in this file, as `w2v transcribe --words`.
+    #[arg(long, value_name = "WORDS.txt")]
+    words: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
 struct Report {
     model: String,
     backend: &'static str,
+    /// `greedy`, or `lexicon` with `--words`.
+    decoding: &'static str,
+    /// The `--words` file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    words_file: Option<String>,
     utterances: usize,
     failed: usize,
     wer: f64,
@@ -47,6 +55,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let model_path = super::model::resolve_model(args.model.model.as_deref())?;
     let chunk_seconds = ChunkPlan::default().chunk_seconds;
     let mut t = Transcriber::new(open_backend(&args.model, chunk_seconds)?.backend);
+    use_word_list(&mut t, args.words.as_deref())?;
     let start = Instant::now();
     let bar = progress_bar(rows.len() as u64, "evaluating");
     let (mut words, mut chars) = (EditCounts::default(), EditCounts::default());
@@ -80,6 +89,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let report = Report {
         model: model_path.display().to_string(),
         backend: t.backend_name(),
+        decoding: if t.lexicon.is_some() {
+            "lexicon"
+        } else {
+            "greedy"
+        },
+        words_file: args.words.as_ref().map(|p| p.display().to_string()),
         utterances: rows.len() - failed,
         failed,
         wer: words.rate(),
@@ -102,6 +117,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "utterances: {} ({} failed)",
             report.utterances, report.failed
         );
+        if let Some(file) = &report.words_file {
+            println!("decoding: constrained to the words in {file}");
+        }
         println!(
             "WER: {:.2}% ({} errors / {} words: {} sub, {} del, {} ins)",
             report.wer * 100.0,

@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use w2v_engine::audio;
 use w2v_engine::ctc::Word;
+use w2v_engine::lexicon::Lexicon;
 use w2v_engine::transcriber::{FileTranscript, Transcriber};
 use w2v_engine::Backend;
 
@@ -36,6 +37,20 @@ pub struct Args {
     /// Window length for long audio, in seconds.
     #[arg(long, default_value_t = 30.0)]
     chunk_seconds: f64,
+    /// Only output words from this list (separated by spaces or newlines, `#` comments): the
+    /// best-scoring sequence of them, instead of free spelling (lexicon-constrained decoding).
+    #[arg(long, value_name = "WORDS.txt")]
+    words: Option<PathBuf>,
+}
+
+/// With `--words`: constrain `t`'s decoding to the listed words.
+pub fn use_word_list<B: Backend>(t: &mut Transcriber<B>, words: Option<&Path>) -> Result<()> {
+    if let Some(path) = words {
+        let lex = Lexicon::load(path, t.vocab())?;
+        tracing::info!(words = lex.words().len(), file = %path.display(), "lexicon-constrained decoding");
+        t.lexicon = Some(lex);
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -71,6 +86,7 @@ pub fn transcribe_file<B: Backend>(t: &mut Transcriber<B>, path: &Path) -> Resul
 pub fn run(args: Args) -> Result<ExitCode> {
     let mut t = Transcriber::new(open_backend(&args.model, args.chunk_seconds)?.backend);
     t.plan.chunk_seconds = args.chunk_seconds;
+    use_word_list(&mut t, args.words.as_deref())?;
     let bar = progress_bar(args.files.len() as u64, "transcribing");
     let many = args.files.len() > 1;
     let mut failures = Vec::new();

@@ -7,7 +7,9 @@ digits, command words and concatenated phrases.
       --test tools/train-default-model/manifest/test.tsv --phrases WORK/synth/phrases/test.tsv \
       --out WORK/final/eval-matrix
 
-writes OUT.json (every `w2v eval --json` result) and OUT.md (the table). ONNX Runtime needs its
+writes OUT.json (every `w2v eval --json` result) and OUT.md (the table). With `--words
+models/default.words.txt` every cell is also measured with decoding constrained to those words
+(`w2v eval --words`), as a second row per model and backend. ONNX Runtime needs its
 library (tools/fetch-ort.sh, or ORT_DYLIB_PATH).
 """
 import argparse
@@ -44,7 +46,9 @@ def main():
     ap.add_argument("--phrases", type=Path)
     ap.add_argument("--backends", nargs="+", default=["tract", "ort"])
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--words", type=Path, help="also evaluate with decoding constrained to these words")
     args = ap.parse_args()
+    decodings = ["greedy"] + (["words"] if args.words else [])
     with tempfile.TemporaryDirectory() as tmp:
         sets = split_test(args.test, Path(tmp))
         if args.phrases:
@@ -52,30 +56,37 @@ def main():
         results = []
         for model in args.models:
             for backend in args.backends:
+              for dec in decodings:
                 for name, tsv in sets.items():
                     cmd = [str(args.w2v), "eval", "--model", str(model), "--data", str(tsv),
                            "--backend", backend, "--json"]
+                    if dec == "words":
+                        cmd += ["--words", str(args.words)]
                     r = subprocess.run(cmd, capture_output=True, text=True)
                     if r.returncode != 0:
                         sys.exit(f"eval_matrix: {' '.join(cmd)} failed:\n{r.stderr}")
                     j = json.loads(r.stdout)
-                    results.append(dict(model=model.name, backend=backend, set=name, wer=j["wer"], cer=j["cer"],
+                    results.append(dict(model=model.name, backend=backend, decoding=dec, set=name, wer=j["wer"], cer=j["cer"],
                                         utterances=j["utterances"], failed=j["failed"],
                                         real_time_factor=j["real_time_factor"]))
-                    print(f"{model.name:22s} {backend:6s} {name:14s} WER {100 * j['wer']:6.2f} %  "
+                    print(f"{model.name:22s} {backend:6s} {dec:6s} {name:14s} WER {100 * j['wer']:6.2f} %  "
                           f"CER {100 * j['cer']:6.2f} %  ({j['utterances']} utts, RTF {j['real_time_factor']:.4f})",
                           flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     names = list(dict.fromkeys(r["set"] for r in results))
-    head = "| model | backend | " + " | ".join(f"{n} WER (CER)" for n in names) + " | real-time factor |"
-    lines = [head, "|---|---|" + "---:|" * (len(names) + 1)]
+    head = ("| model | backend | decoding | " + " | ".join(f"{n} WER (CER)" for n in names)
+            + " | real-time factor |")
+    lines = [head, "|---|---|---|" + "---:|" * (len(names) + 1)]
     for model in args.models:
         for backend in args.backends:
-            rows = {r["set"]: r for r in results if r["model"] == model.name and r["backend"] == backend}
-            cells = [f"{100 * rows[n]['wer']:.1f} % ({100 * rows[n]['cer']:.1f} %)" for n in names]
-            rtf = max(r["real_time_factor"] for r in rows.values())
-            lines.append(f"| `{model.name}` | {backend} | " + " | ".join(cells) + f" | {rtf:.3f} |")
+            for dec in decodings:
+                rows = {r["set"]: r for r in results
+                        if r["model"] == model.name and r["backend"] == backend and r["decoding"] == dec}
+                cells = [f"{100 * rows[n]['wer']:.1f} % ({100 * rows[n]['cer']:.1f} %)" for n in names]
+                rtf = max(r["real_time_factor"] for r in rows.values())
+                label = "greedy" if dec == "greedy" else f"`--words {args.words.name}`"
+                lines.append(f"| `{model.name}` | {backend} | {label} | " + " | ".join(cells) + f" | {rtf:.3f} |")
     counts = {n: next(r["utterances"] for r in results if r["set"] == n) for n in names}
     lines.append("")
     lines.append("Utterances: " + ", ".join(f"{n} {c}" for n, c in counts.items()) + ".")
