@@ -105,6 +105,10 @@ def main():
                     help="pretrained init: train only the CTC head for this fraction of the stage")
     ap.add_argument("--p-noise", type=float, default=0.5, help="probability of added noise")
     ap.add_argument("--p-reverb", type=float, default=0.3, help="probability of reverberation")
+    ap.add_argument("--p-speed", type=float, default=0.6,
+                    help="probability of speed perturbation (factor 0.85-1.15)")
+    ap.add_argument("--p-band", type=float, default=0.3,
+                    help="probability of telephone-band limiting (8 kHz and back)")
     ap.add_argument("--ckpt-every", type=float, default=300.0)
     ap.add_argument("--label-minutes", type=float, default=None,
                     help="label budget: train on a seeded random subset of the labeled clips totalling "
@@ -180,7 +184,8 @@ def main():
     freeze = args.freeze_fraction if args.init == "pretrained" else 0.0
 
     rng = np.random.default_rng([args.seed, 20 if stage == "finetune" else 21])
-    augment = Augmenter(rng, p_noise=args.p_noise, p_reverb=args.p_reverb)
+    augment = Augmenter(rng, p_noise=args.p_noise, p_reverb=args.p_reverb, p_speed=args.p_speed,
+                        p_band=args.p_band)
     ckpt = out_dir / "ckpt.pt"
     budget = Budget(args.minutes * 60, args.steps)
     epoch = 0
@@ -212,10 +217,9 @@ def main():
             lr = tri_stage_lr(p, args.lr)
             for gparam in opt.param_groups:
                 gparam["lr"] = lr
-            n = max(lengths[i] for i in b)
-            x = np.zeros((len(b), n), np.float32)
-            for j, i in enumerate(b):
-                a = zero_mean_unit_var(augment(audio[i]))
+            wav = [zero_mean_unit_var(augment(audio[i])) for i in b]
+            x = np.zeros((len(b), max(len(a) for a in wav)), np.float32)
+            for j, a in enumerate(wav):
                 x[j, :len(a)] = a
             L = max(len(labels[i]) for i in b)
             y = torch.full((len(b), L), -100, dtype=torch.long)

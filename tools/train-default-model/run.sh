@@ -17,7 +17,7 @@
 # Options:
 #   --budget-minutes N   total wall clock (default 110; smoke 4). Training gets N minus
 #                        --reserve-minutes (data, synthesis, evaluation, export; default 12,
-#                        smoke 2.5), split between the stages by --split (default 20,40,40).
+#                        smoke 2.5), split between the stages by --split (default 8,12,80).
 #   --threads N          torch threads (default 2; smoke 1, leaving a core to others)
 #   --seed N             seed of everything (default 1234)
 #   --work DIR           stage outputs (default tools/train-default-model/work/full or work/smoke)
@@ -31,7 +31,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 PY="${PYTHON:-python3}"
-BUDGET="" THREADS="" SEED=1234 WORK="" DATA="" OUT="" RESERVE="" SPLIT="20,40,40"
+BUDGET="" THREADS="" SEED=1234 WORK="" DATA="" OUT="" RESERVE="" SPLIT="8,12,80"
 SMOKE=0 FRESH=0 EXPORT=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -99,7 +99,7 @@ stage finetune "$PY" "$HERE/finetune.py" --init pretrained --work "$WORK" --seed
 stage scratch "$PY" "$HERE/finetune.py" --init scratch --work "$WORK" --seed "$SEED" \
   --threads "$THREADS" --minutes "$SCR_MIN" "${SMOKE_FLAG[@]}"
 CMD="tools/train-default-model/run.sh --budget-minutes $BUDGET --threads $THREADS --seed $SEED"
-[[ $SPLIT != "20,40,40" ]] && CMD="$CMD --split $SPLIT"
+[[ $SPLIT != "8,12,80" ]] && CMD="$CMD --split $SPLIT"
 [[ $SMOKE == 1 ]] && CMD="tools/train-default-model/run.sh --smoke"
 stage finalize "$PY" "$HERE/finalize.py" --work "$WORK" --command "$CMD" "${SMOKE_FLAG[@]}"
 
