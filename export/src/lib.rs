@@ -446,6 +446,17 @@ pub fn export(
     })
 }
 
+/// The float32 model of a Hugging Face folder with its feature encoder laid out as
+/// `--quantize-conv` lays it out before quantizing ([`wav2vec2::feature_encoder_as_matmuls`]):
+/// the parity tests hold that rewrite to the PyTorch references on its own.
+#[doc(hidden)]
+pub fn export_time_major_fp32(src: &Path, output: &Path) -> Result<(), ExportError> {
+    let (mut g, info, _) = build_hf_folder(src, &ExportOptions::default())?;
+    let cfg = Wav2Vec2Config::parse(src, &info.config.to_string())?;
+    wav2vec2::feature_encoder_as_matmuls(&mut g, &cfg)?;
+    write_graph(&g, &info, output)
+}
+
 /// The float32 graph and metadata of a Hugging Face folder, and its weight files.
 fn build_hf_folder(
     src: &Path,

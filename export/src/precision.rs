@@ -13,9 +13,11 @@
 //!   `DynamicQuantizeLinear → MatMulInteger → Cast → Mul(x_scale · w_scale)`, with per-output-channel
 //!   symmetric int8 weights (zero point 0) and dynamically quantized uint8 activations. Both ONNX
 //!   Runtime (which fuses the pattern into `DynamicQuantizeMatMul`) and tract run it with integer
-//!   kernels. Convolutions stay float32 unless `--quantize-conv`, which makes the feature
-//!   encoder's `Conv`s `DynamicQuantizeLinear → ConvInteger → Cast → Mul (→ Add bias)` the same
-//!   way (per-output-channel weights).
+//!   kernels. Convolutions stay float32 unless `--quantize-conv`, for which
+//!   [`crate::wav2vec2::feature_encoder_as_matmuls`] first rewrites the feature encoder
+//!   time-major with each conv an im2col `MatMul`; those matmuls (all but the first conv's, whose
+//!   input is the raw audio) are then quantized like the others. Integer matmul kernels are fast
+//!   on both runtimes; ONNX Runtime's `ConvInteger` is not.
 //! * [`to_qdq`]: the same ops as explicit symmetric `QuantizeLinear`/`DequantizeLinear` pairs
 //!   (int8, zero point 0, per-channel weights, calibrated per-tensor activation scales), the form
 //!   TensorRT builds int8 engines from.
@@ -268,7 +270,8 @@ pub fn f16_storage(g: &mut GraphBuilder, min_elements: usize) -> usize {
         let InitData::F32(t) = &init.data else {
             continue;
         };
-        if t.data.len() < min_elements || t.data.iter().any(|v| !v.is_finite() || v.abs() > 65504.0) {
+        if t.data.len() < min_elements || t.data.iter().any(|v| !v.is_finite() || v.abs() > 65504.0)
+        {
             continue;
         }
         init.data = InitData::F16 {
@@ -361,6 +364,14 @@ fn weight_ops(g: &GraphBuilder, convs: bool) -> Vec<WeightOp> {
         .filter_map(|(n, node)| {
             let w = *init_index.get(node.input.get(1)?.as_str())?;
             let axis = match node.op_type.as_str() {
+                // The feature encoder's im2col matmuls (`wav2vec2::feature_encoder_as_matmuls`)
+                // only with `convs`, and never the first, whose input is the raw audio.
+                "MatMul" if node.name.starts_with(FEATURE_ENCODER) => {
+                    if !(convs && rank(w) == 2 && !node.name.starts_with(FIRST_CONV)) {
+                        return None;
+                    }
+                    1
+                }
                 "MatMul" if node.input.len() == 2 && rank(w) == 2 => 1,
                 "Conv" if convs && rank(w) == 3 && node.name.starts_with(FEATURE_ENCODER) => 0,
                 _ => return None,
@@ -376,6 +387,8 @@ fn weight_ops(g: &GraphBuilder, convs: bool) -> Vec<WeightOp> {
 
 /// The checkpoint scope of the feature encoder's nodes (see [`crate::graph`] on node names).
 const FEATURE_ENCODER: &str = "feature_extractor.";
+/// The scope of the first conv layer's nodes.
+const FIRST_CONV: &str = "feature_extractor.conv_layers.0/";
 
 /// What [`to_int8`] or [`to_qdq`] did.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -394,7 +407,7 @@ impl QuantStats {
     fn new(g: &GraphBuilder, ops: &[WeightOp]) -> Self {
         let convs = ops
             .iter()
-            .filter(|o| g.nodes[o.node].op_type == "Conv")
+            .filter(|o| g.nodes[o.node].name.starts_with(FEATURE_ENCODER))
             .count();
         QuantStats {
             matmuls: ops.len() - convs,
@@ -405,14 +418,12 @@ impl QuantStats {
 }
 
 /// Quantize the weights of the given ops in place (float32 → int8 plus a `{name}.scale`
-/// initializer of per-channel float32 scales: `[channels]`, or `[channels, 1]` for convs with
-/// `conv_scale_column`, to broadcast over time). Returns the scale initializers' names by
-/// weight name.
+/// initializer of per-channel float32 scales, `[channels]`). Returns the scale initializers'
+/// names by weight name.
 fn quantize_weights(
     g: &mut GraphBuilder,
     ops: &[WeightOp],
     stats: &mut QuantStats,
-    conv_scale_column: bool,
 ) -> HashMap<String, String> {
     let mut scales = HashMap::new();
     let mut err_sum = 0f64;
@@ -437,11 +448,7 @@ fn quantize_weights(
         stats.int8_parameters += q.len();
         g.initializers[op.weight].data = InitData::I8 { shape, data: q };
         let scale_name = format!("{name}.scale");
-        let scale_shape = if op.axis == 0 && conv_scale_column {
-            vec![s.len(), 1]
-        } else {
-            vec![s.len()]
-        };
+        let scale_shape = vec![s.len()];
         g.push_initializer(
             &scale_name,
             InitData::F32(crate::checkpoint::Tensor::new(scale_shape, s)),
@@ -454,25 +461,21 @@ fn quantize_weights(
     scales
 }
 
-/// A `ConvInteger` with a `Conv`'s attributes (kernel, strides, pads and group keep their names).
-fn conv_integer_node(name: &str, inputs: &[&str], conv: &NodeProto) -> NodeProto {
-    let mut n = plain_node("ConvInteger", name, inputs, &[name]);
-    n.attribute = conv.attribute.clone();
-    n
-}
-
 /// Dynamic int8 quantization of the weight matmuls (and, with `convs`, the feature encoder's
-/// convolutions); see the module docs.
+/// im2col matmuls); see the module docs.
 pub fn to_int8(g: &mut GraphBuilder, convs: bool) -> QuantStats {
-    let ops = weight_ops(g, convs);
+    // The first conv (raw audio in) stays a float32 `Conv` after the time-major rewrite.
+    let ops: Vec<WeightOp> = weight_ops(g, convs)
+        .into_iter()
+        .filter(|o| g.nodes[o.node].op_type == "MatMul")
+        .collect();
     let mut stats = QuantStats::new(g, &ops);
-    let scales = quantize_weights(g, &ops, &mut stats, true);
+    let scales = quantize_weights(g, &ops, &mut stats);
     let targets: HashSet<usize> = ops.iter().map(|o| o.node).collect();
     let nodes = std::mem::take(&mut g.nodes);
     let mut out_nodes = Vec::with_capacity(nodes.len() + 5 * targets.len());
     // One DynamicQuantizeLinear per activation, shared by q, k and v.
     let mut quantized: HashMap<String, [String; 3]> = HashMap::new();
-    let mut column_biases = Vec::new();
     for (n, node) in nodes.into_iter().enumerate() {
         if !targets.contains(&n) {
             out_nodes.push(node);
@@ -498,37 +501,13 @@ pub fn to_int8(g: &mut GraphBuilder, convs: bool) -> QuantStats {
             })
             .clone();
         let base = &node.name;
-        let is_conv = node.op_type == "Conv";
-        let acc = if is_conv {
-            let acc = format!("{base}/ConvInteger");
-            out_nodes.push(conv_integer_node(&acc, &[&xq, w, &xz], &node));
-            acc
-        } else {
-            let acc = format!("{base}/MatMulInteger");
-            out_nodes.push(plain_node("MatMulInteger", &acc, &[&xq, w, &xz], &[&acc]));
-            acc
-        };
+        let acc = format!("{base}/MatMulInteger");
+        out_nodes.push(plain_node("MatMulInteger", &acc, &[&xq, w, &xz], &[&acc]));
         let accf = format!("{base}/Cast");
         out_nodes.push(cast_node(&accf, &acc, &accf, Ty::F32));
         let s = format!("{base}/scale");
         out_nodes.push(plain_node("Mul", &s, &[&xs, &scales[w]], &[&s]));
-        match node.input.get(2).filter(|b| is_conv && !b.is_empty()) {
-            None => out_nodes.push(plain_node("Mul", y, &[&accf, &s], &[y])),
-            Some(bias) => {
-                // The conv's bias, added after the rescale: `[O]` → `[O, 1]` over time.
-                let scaled = format!("{base}/scaled");
-                out_nodes.push(plain_node("Mul", &scaled, &[&accf, &s], &[&scaled]));
-                out_nodes.push(plain_node("Add", y, &[&scaled, bias], &[y]));
-                column_biases.push(bias.clone());
-            }
-        }
-    }
-    for init in &mut g.initializers {
-        if let InitData::F32(t) = &mut init.data {
-            if column_biases.contains(&init.name) {
-                t.shape = vec![t.data.len(), 1];
-            }
-        }
+        out_nodes.push(plain_node("Mul", y, &[&accf, &s], &[y]));
     }
     g.keep_f32 = vec![false; out_nodes.len()];
     g.nodes = out_nodes;
@@ -560,7 +539,7 @@ pub fn to_qdq(
         .filter(|o| activation_scales.contains_key(&g.nodes[o.node].input[0]))
         .collect();
     let mut stats = QuantStats::new(g, &ops);
-    let scales = quantize_weights(g, &ops, &mut stats, false);
+    let scales = quantize_weights(g, &ops, &mut stats);
     let axes: HashMap<usize, usize> = ops.iter().map(|o| (o.node, o.axis)).collect();
     let nodes = std::mem::take(&mut g.nodes);
     let mut out_nodes = Vec::with_capacity(nodes.len() + 3 * axes.len());

@@ -39,7 +39,7 @@ pub const SCHEME_INT8_QDQ: &str =
 /// How the convolutions were treated, appended to the int8 schemes.
 pub const SCHEME_CONVS_FLOAT: &str = "; all convs float32";
 pub const SCHEME_CONVS_DYNAMIC: &str =
-    "; feature-encoder convs likewise (DynamicQuantizeLinear + ConvInteger), positional conv float32";
+    "; feature-encoder convs after the first likewise, as time-major im2col matmuls (DynamicQuantizeLinear + MatMulInteger); first conv and positional conv float32";
 pub const SCHEME_CONVS_QDQ: &str =
     "; feature-encoder convs likewise (QDQ around Conv), positional conv float32";
 
@@ -100,6 +100,10 @@ pub(crate) fn export_reduced(
             info.raw.insert(keys::SCHEME.into(), SCHEME_FP16.into());
         }
         (Precision::Int8, Target::Cpu) => {
+            if options.quantize_conv {
+                let cfg = crate::Wav2Vec2Config::parse(output, &info.config.to_string())?;
+                crate::wav2vec2::feature_encoder_as_matmuls(&mut g, &cfg)?;
+            }
             let s = precision::to_int8(&mut g, options.quantize_conv);
             tracing::info!(
                 matmuls = s.matmuls,

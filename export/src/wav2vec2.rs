@@ -10,7 +10,7 @@ use w2v_engine::onnx_pb::data_type;
 
 use crate::checkpoint::{StateDict, Tensor};
 use crate::config::{Activation, FeatExtractNorm, Wav2Vec2Config};
-use crate::graph::{attr_float, attr_int, attr_ints, Dim, GraphBuilder};
+use crate::graph::{attr_float, attr_int, attr_ints, Dim, GraphBuilder, InitData};
 use crate::ExportError;
 
 /// Checkpoint tensors that exist only for pre-training or SpecAugment and are not part of the
@@ -390,6 +390,152 @@ impl<'a> Wav2Vec2Graph<'a> {
         Ok(y)
     }
 
+    /// The feature encoder time-major ([B, T, C] throughout), each convolution an im2col
+    /// `MatMul` with a `[k·C_in, C_out]` weight: the form [`feature_encoder_as_matmuls`] puts in
+    /// place for the int8 CPU pass with `--quantize-conv` (integer matmul kernels are fast on
+    /// both runtimes, integer convolutions are not). Same arithmetic as
+    /// [`Self::feature_encoder`], and no transposes around the layer norms.
+    fn feature_encoder_time_major(&mut self, input: &str) -> Result<String, ExportError> {
+        let cfg = self.cfg;
+        self.g.set_scope("feature_extractor");
+        let was = self.g.f32_island(true);
+        let axes = self.g.ints(&[1]);
+        let x = self.g.node("Unsqueeze", &[input, &axes], vec![]);
+        // The first layer as in `feature_encoder` ([B, 1, S] → [B, C, T], its group norm over
+        // the last axis, where reductions are fast), then one transpose to [B, T, C].
+        let (out_ch, k, s) = (cfg.conv_dim[0], cfg.conv_kernel[0], cfg.conv_stride[0]);
+        let scope = "feature_extractor.conv_layers.0";
+        self.g.set_scope(scope);
+        let w = self
+            .w
+            .take(&format!("{scope}.conv.weight"), &[out_ch, 1, k])?;
+        let wn = self
+            .g
+            .weight(&self.w.key(&format!("{scope}.conv.weight")), w);
+        let mut inputs = vec![x, wn];
+        if cfg.conv_bias {
+            let b = self.w.take(&format!("{scope}.conv.bias"), &[out_ch])?;
+            inputs.push(self.g.weight(&self.w.key(&format!("{scope}.conv.bias")), b));
+        }
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        let mut x = self.g.node(
+            "Conv",
+            &refs,
+            vec![
+                attr_ints("kernel_shape", &[k as i64]),
+                attr_ints("strides", &[s as i64]),
+            ],
+        );
+        if cfg.feat_extract_norm() == FeatExtractNorm::Group {
+            x = self.group_norm_per_channel(&x, &format!("{scope}.layer_norm"), out_ch)?;
+        }
+        x = self
+            .g
+            .node("Transpose", &[&x], vec![attr_ints("perm", &[0, 2, 1])]);
+        if cfg.feat_extract_norm() == FeatExtractNorm::Layer {
+            x = self.layer_norm(&x, &format!("{scope}.layer_norm"), out_ch, 1e-5)?;
+        }
+        x = self.activation(&x, cfg.feat_extract_activation());
+        let mut in_ch = out_ch;
+        for (i, ((&out_ch, &k), &s)) in cfg
+            .conv_dim
+            .iter()
+            .zip(&cfg.conv_kernel)
+            .zip(&cfg.conv_stride)
+            .enumerate()
+            .skip(1)
+        {
+            let scope = format!("feature_extractor.conv_layers.{i}");
+            self.g.set_scope(&scope);
+            if k > 2 * s {
+                return Err(ExportError::Unsupported(format!(
+                    "--quantize-conv: conv layer {i} has kernel {k} > 2 x stride {s}"
+                )));
+            }
+            let w = self
+                .w
+                .take(&format!("{scope}.conv.weight"), &[out_ch, in_ch, k])?;
+            // W[o, c, j] → Wm[j·C_in + c, o]: the row order of the im2col columns.
+            let mut wm = vec![0f32; k * in_ch * out_ch];
+            for o in 0..out_ch {
+                for c in 0..in_ch {
+                    for j in 0..k {
+                        wm[(j * in_ch + c) * out_ch + o] = w.data[(o * in_ch + c) * k + j];
+                    }
+                }
+            }
+            let wn = self.g.weight(
+                &format!("{}.as_matmul", self.w.key(&format!("{scope}.conv.weight"))),
+                Tensor::new(vec![k * in_ch, out_ch], wm),
+            );
+            let cols = self.im2col(&x, in_ch, k, s);
+            x = self.g.node("MatMul", &[&cols, &wn], vec![]);
+            if cfg.conv_bias {
+                let b = self.w.take(&format!("{scope}.conv.bias"), &[out_ch])?;
+                let b = self.g.weight(&self.w.key(&format!("{scope}.conv.bias")), b);
+                x = self.g.node("Add", &[&x, &b], vec![]);
+            }
+            if cfg.feat_extract_norm() == FeatExtractNorm::Layer {
+                x = self.layer_norm(&x, &format!("{scope}.layer_norm"), out_ch, 1e-5)?;
+            }
+            x = self.activation(&x, cfg.feat_extract_activation());
+            in_ch = out_ch;
+        }
+        self.g.f32_island(was);
+        Ok(x)
+    }
+
+    /// im2col of a valid (unpadded) strided 1-D convolution over [B, T, C], for kernels up to
+    /// twice the stride: frame t's columns are input frames t·s … t·s + k − 1, i.e. block t of
+    /// the input cut into blocks of s frames, then the first k − s frames of block t + 1.
+    /// Reshapes and slices only (no strided slices, which tract cannot stream); → [B, T', k·C]
+    /// with T' = (T − k) / s + 1, rows ordered tap-major.
+    fn im2col(&mut self, x: &str, c: usize, k: usize, s: usize) -> String {
+        let g = &mut self.g;
+        let t = g.node(
+            "Shape",
+            &[x],
+            vec![attr_int("start", 1), attr_int("end", 2)],
+        );
+        let kk = g.ints(&[k as i64]);
+        let ss = g.ints(&[s as i64]);
+        let one = g.ints(&[1]);
+        let d = g.node("Sub", &[&t, &kk], vec![]);
+        let q = g.node("Div", &[&d, &ss], vec![]);
+        let frames = g.node("Add", &[&q, &one], vec![]);
+        let n = g.node("Mul", &[&frames, &ss], vec![]);
+        let zero = g.ints(&[0]);
+        let axis1 = g.ints(&[1]);
+        let head = g.node("Slice", &[x, &zero, &n, &axis1], vec![]);
+        let width = g.ints(&[(s * c) as i64]);
+        let shape = g.node(
+            "Concat",
+            &[&zero, &frames, &width],
+            vec![attr_int("axis", 0)],
+        );
+        let blocks = g.node("Reshape", &[&head, &shape], vec![]);
+        if k == s {
+            return blocks;
+        }
+        if k < s {
+            let axis2 = g.ints(&[2]);
+            let end = g.ints(&[(k * c) as i64]);
+            return g.node("Slice", &[&blocks, &zero, &end, &axis2], vec![]);
+        }
+        let extra = (k - s) * c;
+        let starts = g.ints(&[1, 0]);
+        let ends = g.ints(&[i64::MAX, extra as i64]);
+        let axes = g.ints(&[1, 2]);
+        let next = g.node("Slice", &[&blocks, &starts, &ends, &axes], vec![]);
+        let tail_len = g.ints(&[(k - s) as i64]);
+        let tail_end = g.node("Add", &[&n, &tail_len], vec![]);
+        let tail = g.node("Slice", &[x, &n, &tail_end, &axis1], vec![]);
+        let tail_shape = g.ints(&[0, 1, extra as i64]);
+        let tail = g.node("Reshape", &[&tail, &tail_shape], vec![]);
+        let later = g.node("Concat", &[&next, &tail], vec![attr_int("axis", 1)]);
+        g.node("Concat", &[&blocks, &later], vec![attr_int("axis", 2)])
+    }
+
     /// `feature_projection`: LayerNorm then Linear to the model width.
     fn feature_projection(&mut self, features: &str) -> Result<String, ExportError> {
         let c = *self.cfg.conv_dim.last().expect("validated");
@@ -646,6 +792,78 @@ impl<'a> Wav2Vec2Graph<'a> {
         );
         Ok(())
     }
+}
+
+/// Replace the feature encoder of a built float32 graph (from a Hugging Face folder or read back
+/// from an exported model) by its time-major im2col-`MatMul` form
+/// ([`Wav2Vec2Graph::feature_encoder_time_major`]), using the graph's own weights. The rest of
+/// the graph is untouched; the encoder's output keeps its [B, T, C] meaning.
+pub fn feature_encoder_as_matmuls(
+    g: &mut GraphBuilder,
+    cfg: &Wav2Vec2Config,
+) -> Result<(), ExportError> {
+    const SCOPE: &str = "feature_extractor";
+    let internal = |what: &str| {
+        ExportError::Unsupported(format!("--quantize-conv: unexpected graph ({what})"))
+    };
+    let nodes = std::mem::take(&mut g.nodes);
+    let keep = std::mem::take(&mut g.keep_f32);
+    let n_enc = nodes
+        .iter()
+        .take_while(|n| n.name.starts_with(SCOPE))
+        .count();
+    if n_enc == 0 || nodes[n_enc..].iter().any(|n| n.name.starts_with(SCOPE)) {
+        return Err(internal(
+            "the feature encoder is not the graph's first nodes",
+        ));
+    }
+    let input = nodes[0].input[0].clone();
+    let old_out = nodes[n_enc - 1].output[0].clone();
+    // The encoder's weights, back as checkpoint tensors.
+    let used: BTreeSet<&str> = nodes[..n_enc]
+        .iter()
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .collect();
+    let mut sd = StateDict::new();
+    for init in std::mem::take(&mut g.initializers) {
+        if init.constant || !used.contains(init.name.as_str()) {
+            g.initializers.push(init);
+            continue;
+        }
+        match init.data {
+            InitData::F32(mut t) => {
+                if t.shape.len() == 2 && t.shape[1] == 1 {
+                    t.shape.truncate(1); // group-norm [C, 1] → [C]
+                }
+                sd.insert(init.name, t);
+            }
+            _ => return Err(internal("a feature-encoder weight is not float32")),
+        }
+    }
+    let opset = g.opset();
+    let mut m = Wav2Vec2Graph {
+        g: std::mem::replace(g, GraphBuilder::new(opset)),
+        w: Weights::new(sd),
+        cfg,
+        masked_spec_embed: None,
+    };
+    let out = m.feature_encoder_time_major(&input)?;
+    let leftovers = m.w.leftovers();
+    if !leftovers.is_empty() {
+        return Err(ExportError::UnexpectedTensors { names: leftovers });
+    }
+    *g = m.g;
+    for (mut node, k) in nodes.into_iter().zip(keep).skip(n_enc) {
+        for i in node.input.iter_mut().filter(|i| **i == old_out) {
+            *i = out.clone();
+        }
+        g.nodes.push(node);
+        g.keep_f32.push(k);
+    }
+    // The old encoder's constants (axes, scalars) are no longer used.
+    let used: BTreeSet<String> = g.nodes.iter().flat_map(|n| n.input.clone()).collect();
+    g.initializers.retain(|i| used.contains(&i.name));
+    Ok(())
 }
 
 #[cfg(test)]

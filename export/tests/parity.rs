@@ -101,3 +101,22 @@ fn exported_fixtures_match_pytorch_in_tract_and_ort() {
         }
     }
 }
+
+/// The time-major feature encoder that `--quantize-conv` quantizes (each conv after the first an
+/// im2col `MatMul` built from reshapes and slices) is the same function: before any
+/// quantization it must match the PyTorch references exactly as the plain export does, on both
+/// runtimes, for every fixture (group and layer norm, conv bias on and off, batches with masks).
+#[test]
+fn time_major_feature_encoder_matches_pytorch_in_tract_and_ort() {
+    let out = tempfile::tempdir().unwrap();
+    for dir in fixtures() {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let onnx = out.path().join(format!("{name}.time-major.onnx"));
+        w2v_export::export_time_major_fp32(&dir, &onnx)
+            .unwrap_or_else(|e| panic!("{name}: export failed: {e}"));
+        let mut tract = TractBackend::load(&onnx, &BackendOptions::default()).unwrap();
+        run_all(&mut tract, &format!("tract/{name} time-major"), &dir);
+        let mut ort = OrtBackend::load(&onnx, &OrtOptions::default()).unwrap();
+        run_all(&mut ort, &format!("ort/{name} time-major"), &dir);
+    }
+}
