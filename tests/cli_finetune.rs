@@ -112,6 +112,38 @@ fn loss_decreases_and_output_model_transcribes() {
     assert_transcribes(&int8);
 }
 
+#[test]
+fn a_hugging_face_folder_is_exported_then_fine_tuned() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = digits_tsv(dir.path());
+    let out = dir.path().join("run");
+    let folder = common::fixture("base-safetensors");
+    let run = w2v(finetune_args(&folder, &data, &out, 4));
+    assert!(run.success(), "{run:?}");
+    let losses = step_losses(&run.stdout);
+    assert_eq!(losses.len(), 4, "{}", run.stdout);
+    assert!(losses[3] < losses[0], "loss did not decrease: {losses:?}");
+    // The fp32 export of the folder is kept beside the checkpoint, equal to `w2v export`'s,
+    // and it is the base model in the lineage.
+    let base = out.join("base.onnx");
+    let exported = export_fixture("base-safetensors", dir.path());
+    assert_eq!(
+        std::fs::read(&base).unwrap(),
+        std::fs::read(&exported).unwrap(),
+        "base.onnx differs from `w2v export` of the same folder"
+    );
+    let base_sha = w2v_engine::fs::sha256_hex(&std::fs::read(&base).unwrap());
+    inspect_shows(&out.join("model.onnx"), &[&base_sha]);
+    assert_transcribes(&out.join("model.onnx"));
+    // --resume from the same folder continues the same run.
+    let more = w2v(finetune_args(&folder, &data, &out, 6)
+        .into_iter()
+        .chain(["--resume".to_string()])
+        .collect::<Vec<_>>());
+    assert!(more.success(), "{more:?}");
+    assert_eq!(step_losses(&more.stdout).len(), 2, "{}", more.stdout);
+}
+
 /// `w2v inspect --json` of `model` succeeds and mentions every needle.
 fn inspect_shows(model: &Path, needles: &[&str]) {
     let inspect = w2v(["inspect".as_ref(), model.as_os_str(), "--json".as_ref()]);

@@ -28,6 +28,8 @@ use super::transcribe::progress_bar;
 const CHECKPOINT_FILE: &str = "checkpoint.w2vckpt";
 /// The fine-tuned model's file name inside the output folder.
 const MODEL_FILE: &str = "model.onnx";
+/// A Hugging Face folder given as `--model` is exported (fp32) to this file in the output folder.
+const BASE_MODEL_FILE: &str = "base.onnx";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -244,12 +246,22 @@ fn evaluate(trainer: &mut Trainer, set: &[(Vec<f32>, String)], vocab: &Vocabular
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let start = Instant::now();
-    let model_path = super::model::resolve_model(args.model.model.as_deref())?;
+    let mut model_path = super::model::resolve_model(args.model.model.as_deref())?;
     if model_path.is_dir() {
-        bail!(
-            "{}: is a directory; export it first with `w2v export` (fine-tuning reads the fp32 ONNX model)",
-            model_path.display()
+        // A Hugging Face folder: export it at fp32 into the output folder first, so the run
+        // (and `--resume`) starts from a file whose hash goes into the lineage.
+        std::fs::create_dir_all(&args.output)
+            .with_context(|| format!("{}: cannot create folder", args.output.display()))?;
+        let base = args.output.join(BASE_MODEL_FILE);
+        let summary =
+            w2v_export::export(&model_path, &base, &w2v_export::ExportOptions::default())?;
+        tracing::info!(
+            "exported {} to {} ({} parameters)",
+            model_path.display(),
+            base.display(),
+            summary.parameters
         );
+        model_path = base;
     }
     let bytes = std::fs::read(&model_path)
         .with_context(|| format!("{}: cannot read model", model_path.display()))?;
