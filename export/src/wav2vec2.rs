@@ -111,6 +111,15 @@ impl Weights {
     }
 }
 
+/// The feature encoder's conv layers as (output channels, kernel, stride).
+fn conv_specs(cfg: &Wav2Vec2Config) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    cfg.conv_dim
+        .iter()
+        .zip(&cfg.conv_kernel)
+        .zip(&cfg.conv_stride)
+        .map(|((&c, &k), &s)| (c, k, s))
+}
+
 /// `[out, in]` (torch Linear) to `[in, out]` (ONNX MatMul's right operand).
 fn transpose_2d(t: Tensor) -> Tensor {
     let (rows, cols) = (t.shape[0], t.shape[1]);
@@ -325,6 +334,38 @@ impl<'a> Wav2Vec2Graph<'a> {
         Ok(self.g.node("Add", &[&mm, &bname], vec![]))
     }
 
+    /// `feature_extractor.conv_layers.N.conv`: a valid strided 1-D `Conv` on [B, C, T].
+    fn conv(
+        &mut self,
+        x: &str,
+        scope: &str,
+        in_ch: usize,
+        out_ch: usize,
+        k: usize,
+        s: usize,
+    ) -> Result<String, ExportError> {
+        let w = self
+            .w
+            .take(&format!("{scope}.conv.weight"), &[out_ch, in_ch, k])?;
+        let wn = self
+            .g
+            .weight(&self.w.key(&format!("{scope}.conv.weight")), w);
+        let mut inputs = vec![x.to_string(), wn];
+        if self.cfg.conv_bias {
+            let b = self.w.take(&format!("{scope}.conv.bias"), &[out_ch])?;
+            inputs.push(self.g.weight(&self.w.key(&format!("{scope}.conv.bias")), b));
+        }
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        Ok(self.g.node(
+            "Conv",
+            &refs,
+            vec![
+                attr_ints("kernel_shape", &[k as i64]),
+                attr_ints("strides", &[s as i64]),
+            ],
+        ))
+    }
+
     /// `feature_extractor.conv_layers.N`: raw audio [B, S] → features [B, T, C].
     fn feature_encoder(&mut self, input: &str) -> Result<String, ExportError> {
         let cfg = self.cfg;
@@ -336,35 +377,10 @@ impl<'a> Wav2Vec2Graph<'a> {
         let axes = self.g.ints(&[1]);
         let mut x = self.g.node("Unsqueeze", &[input, &axes], vec![]);
         let mut in_ch = 1;
-        for (i, ((&out_ch, &k), &s)) in cfg
-            .conv_dim
-            .iter()
-            .zip(&cfg.conv_kernel)
-            .zip(&cfg.conv_stride)
-            .enumerate()
-        {
+        for (i, (out_ch, k, s)) in conv_specs(cfg).enumerate() {
             let scope = format!("feature_extractor.conv_layers.{i}");
             self.g.set_scope(&scope);
-            let w = self
-                .w
-                .take(&format!("{scope}.conv.weight"), &[out_ch, in_ch, k])?;
-            let wn = self
-                .g
-                .weight(&self.w.key(&format!("{scope}.conv.weight")), w);
-            let mut inputs = vec![x.clone(), wn];
-            if cfg.conv_bias {
-                let b = self.w.take(&format!("{scope}.conv.bias"), &[out_ch])?;
-                inputs.push(self.g.weight(&self.w.key(&format!("{scope}.conv.bias")), b));
-            }
-            let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-            x = self.g.node(
-                "Conv",
-                &refs,
-                vec![
-                    attr_ints("kernel_shape", &[k as i64]),
-                    attr_ints("strides", &[s as i64]),
-                ],
-            );
+            x = self.conv(&x, &scope, in_ch, out_ch, k, s)?;
             match cfg.feat_extract_norm() {
                 FeatExtractNorm::Group if i == 0 => {
                     x = self.group_norm_per_channel(&x, &format!("{scope}.layer_norm"), out_ch)?;
@@ -403,29 +419,10 @@ impl<'a> Wav2Vec2Graph<'a> {
         let x = self.g.node("Unsqueeze", &[input, &axes], vec![]);
         // The first layer as in `feature_encoder` ([B, 1, S] → [B, C, T], its group norm over
         // the last axis, where reductions are fast), then one transpose to [B, T, C].
-        let (out_ch, k, s) = (cfg.conv_dim[0], cfg.conv_kernel[0], cfg.conv_stride[0]);
+        let (out_ch, k, s) = conv_specs(cfg).next().expect("validated: conv layers");
         let scope = "feature_extractor.conv_layers.0";
         self.g.set_scope(scope);
-        let w = self
-            .w
-            .take(&format!("{scope}.conv.weight"), &[out_ch, 1, k])?;
-        let wn = self
-            .g
-            .weight(&self.w.key(&format!("{scope}.conv.weight")), w);
-        let mut inputs = vec![x, wn];
-        if cfg.conv_bias {
-            let b = self.w.take(&format!("{scope}.conv.bias"), &[out_ch])?;
-            inputs.push(self.g.weight(&self.w.key(&format!("{scope}.conv.bias")), b));
-        }
-        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        let mut x = self.g.node(
-            "Conv",
-            &refs,
-            vec![
-                attr_ints("kernel_shape", &[k as i64]),
-                attr_ints("strides", &[s as i64]),
-            ],
-        );
+        let mut x = self.conv(&x, scope, 1, out_ch, k, s)?;
         if cfg.feat_extract_norm() == FeatExtractNorm::Group {
             x = self.group_norm_per_channel(&x, &format!("{scope}.layer_norm"), out_ch)?;
         }
@@ -437,14 +434,7 @@ impl<'a> Wav2Vec2Graph<'a> {
         }
         x = self.activation(&x, cfg.feat_extract_activation());
         let mut in_ch = out_ch;
-        for (i, ((&out_ch, &k), &s)) in cfg
-            .conv_dim
-            .iter()
-            .zip(&cfg.conv_kernel)
-            .zip(&cfg.conv_stride)
-            .enumerate()
-            .skip(1)
-        {
+        for (i, (out_ch, k, s)) in conv_specs(cfg).enumerate().skip(1) {
             let scope = format!("feature_extractor.conv_layers.{i}");
             self.g.set_scope(&scope);
             if k > 2 * s {
