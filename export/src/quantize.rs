@@ -39,7 +39,7 @@ pub const SCHEME_INT8_QDQ: &str =
 /// How the convolutions were treated, appended to the int8 schemes.
 pub const SCHEME_CONVS_FLOAT: &str = "; all convs float32";
 pub const SCHEME_CONVS_DYNAMIC: &str =
-    "; feature-encoder convs after the first likewise, as time-major im2col matmuls (DynamicQuantizeLinear + MatMulInteger); first conv and positional conv float32";
+    "; feature-encoder convs after the first likewise, as time-major im2col matmuls with per-row activation ranges (row range division, DynamicQuantizeLinear + MatMulInteger); first conv and positional conv float32";
 pub const SCHEME_CONVS_QDQ: &str =
     "; feature-encoder convs likewise (QDQ around Conv), positional conv float32";
 

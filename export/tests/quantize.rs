@@ -120,7 +120,9 @@ fn fp16_matches_fp32_references_in_ort_and_tract() {
 /// Minimum argmax agreement (percent) with the fp32 references on confident frames, by whether
 /// the feature encoder's convolutions are quantized too.
 fn int8_min_agreement(options: &ExportOptions) -> f64 {
-    if options.quantize_conv {
+    if options.quantize_conv && options.target == Target::Cpu {
+        QUANTIZE_CONV_CPU_MIN_AGREEMENT
+    } else if options.quantize_conv {
         QUANTIZE_CONV_MIN_AGREEMENT
     } else if options.calibration_method == CalibrationMethod::Entropy {
         ENTROPY_MIN_AGREEMENT
@@ -135,12 +137,14 @@ fn int8_min_agreement(options: &ExportOptions) -> f64 {
 /// default; the accuracy report shows which suits a real model.
 const ENTROPY_MIN_AGREEMENT: f64 = 85.0;
 
-/// `--quantize-conv` quantizes the feature encoder's activations to 8 bits per tensor; on the
-/// fixtures this costs agreement (the trap the feature encoder's float default avoids), so its
-/// bound is its own. Measured on confident frames: CPU (time-major im2col matmuls, first conv
-/// float) 94.3 % (`large-stable-sharded`, ORT) to 98.9 %; QDQ around every encoder conv 89.1 %
-/// (`base-safetensors`) to 97+ %. The flag is opt-in, and every export's accuracy report (and
-/// `--max-wer-increase`) shows the cost on real audio.
+/// `--quantize-conv` quantizes the feature encoder's activations to 8 bits; on the fixtures this
+/// costs agreement (the trap the feature encoder's float default avoids), so its bounds are its
+/// own. Measured on confident frames: CPU (time-major im2col matmuls with per-row activation
+/// ranges, first conv float) 96.6 % (`large-stable-sharded`, ORT) to 100 % (it was 94.3 % with one
+/// range per tensor); QDQ around every encoder conv, per-tensor calibrated scales as TensorRT
+/// needs, 89.1 % (`base-safetensors`) to 97+ %. The flag is opt-in, and every export's accuracy
+/// report (and `--max-wer-increase`) shows the cost on real audio.
+const QUANTIZE_CONV_CPU_MIN_AGREEMENT: f64 = 95.0;
 const QUANTIZE_CONV_MIN_AGREEMENT: f64 = 85.0;
 
 /// Export every fixture at `options` (int8) and require the agreement bound in ORT and tract.
