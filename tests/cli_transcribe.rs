@@ -726,3 +726,42 @@ fn eval_bad_manifests() {
     assert_one_error(&run, &[&shown(&empty), "no utterances"]);
     assert!(run.stdout.is_empty());
 }
+
+/// A model whose graph a backend cannot build (an op no runtime knows) is the model's failure,
+/// not each file's: tract builds its plan per input length, at the first file, and that must
+/// stop `transcribe` and `eval` with one error line naming the model, as loading does for ORT.
+#[test]
+fn a_model_no_backend_can_build_is_one_error_not_one_per_file() {
+    use prost::Message;
+    let (d, m) = model("base-safetensors");
+    let mut proto =
+        w2v_engine::onnx_pb::ModelProto::decode(std::fs::read(&m).unwrap().as_slice()).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    let node = graph
+        .node
+        .iter_mut()
+        .find(|n| n.op_type == "Erf" || n.op_type == "Gelu")
+        .expect("the exported graph has a GELU");
+    node.op_type = "NoSuchOp".to_string();
+    let bad = d.path().join("unbuildable.onnx");
+    std::fs::write(&bad, proto.encode_to_vec()).unwrap();
+    let name = shown(&bad);
+
+    let rows = eval_rows();
+    let data = shared_data();
+    let tsv = d.path().join("data.tsv");
+    let text: String = rows
+        .iter()
+        .map(|(p, t)| format!("{}\t{t}\n", data.join(p).display()))
+        .collect();
+    std::fs::write(&tsv, text).unwrap();
+    let files: Vec<PathBuf> = rows.iter().map(|(p, _)| data.join(p)).collect();
+    let files: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
+    for backend in ["tract", "ort"] {
+        let run = eval(&bad, &tsv, &["--backend", backend, "--json"]);
+        assert_one_error(&run, &[&name, "NoSuchOp"]);
+        assert!(run.stdout.is_empty(), "{backend} stdout: {}", run.stdout);
+        let run = transcribe(&bad, &["--backend", backend], &files);
+        assert_one_error(&run, &[&name, "NoSuchOp"]);
+    }
+}

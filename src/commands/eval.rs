@@ -9,7 +9,7 @@ use w2v_engine::metrics::{char_errors, word_errors, EditCounts};
 use w2v_engine::transcriber::{ChunkPlan, Transcriber};
 
 use super::model::{open_backend, ModelArgs};
-use super::transcribe::{progress_bar, transcribe_file, use_word_list};
+use super::transcribe::{is_model_failure, progress_bar, transcribe_file, use_word_list};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -78,6 +78,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     });
                 }
             }
+            Err(e) if is_model_failure(&e) => return Err(e),
             Err(e) => {
                 bar.suspend(|| eprintln!("error: {e:#}"));
                 failed += 1;

@@ -10,7 +10,7 @@ use w2v_engine::audio;
 use w2v_engine::ctc::Word;
 use w2v_engine::lexicon::Lexicon;
 use w2v_engine::transcriber::{FileTranscript, Transcriber};
-use w2v_engine::Backend;
+use w2v_engine::{Backend, BackendError};
 
 use super::model::{open_backend, ModelArgs};
 
@@ -77,6 +77,16 @@ pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
 }
 
 /// Decode and transcribe one file; errors name the file.
+/// Whether a file's error is the model's (it cannot be loaded or run at all: tract builds its
+/// plan per input length, so a model it cannot load fails at the first file, not at open), which
+/// stops a multi-file run instead of failing every file the same way.
+pub fn is_model_failure(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<BackendError>(),
+        Some(BackendError::Load { .. } | BackendError::Model(_) | BackendError::OrtLibrary { .. })
+    )
+}
+
 pub fn transcribe_file<B: Backend>(t: &mut Transcriber<B>, path: &Path) -> Result<FileTranscript> {
     let samples = audio::load(path, t.info().sample_rate)?;
     t.transcribe(&samples)
@@ -109,6 +119,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     Format::Srt => write!(out, "{}", srt(&tr.words))?,
                 }
             }
+            Err(e) if is_model_failure(&e) => return Err(e),
             Err(e) => {
                 bar.suspend(|| eprintln!("error: {e:#}"));
                 failures.push(path.clone());
