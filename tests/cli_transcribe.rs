@@ -579,6 +579,16 @@ fn eval_rows() -> Vec<(String, String)> {
     rows
 }
 
+/// `rows` as a headerless manifest of absolute paths into ../shared/data.
+fn write_absolute_manifest(rows: &[(String, String)], tsv: &Path) {
+    let data = shared_data();
+    let text: String = rows
+        .iter()
+        .map(|(p, t)| format!("{}\t{t}\n", data.join(p).display()))
+        .collect();
+    std::fs::write(tsv, text).unwrap();
+}
+
 fn eval(model: &Path, data: &Path, extra: &[&str]) -> Run {
     let mut args: Vec<&OsStr> = vec![
         OsStr::new("eval"),
@@ -625,11 +635,7 @@ fn eval_absolute_and_relative_manifests_agree() {
 
     // Absolute paths, no header.
     let abs = tmp.path().join("abs.tsv");
-    let text: String = rows
-        .iter()
-        .map(|(p, t)| format!("{}\t{t}\n", data.join(p).display()))
-        .collect();
-    std::fs::write(&abs, text).unwrap();
+    write_absolute_manifest(&rows, &abs);
     let run = eval(&m, &abs, &["--json"]);
     assert_ok(&run);
     let a = parse_json(&run);
@@ -750,11 +756,7 @@ fn a_model_no_backend_can_build_is_one_error_not_one_per_file() {
     let rows = eval_rows();
     let data = shared_data();
     let tsv = d.path().join("data.tsv");
-    let text: String = rows
-        .iter()
-        .map(|(p, t)| format!("{}\t{t}\n", data.join(p).display()))
-        .collect();
-    std::fs::write(&tsv, text).unwrap();
+    write_absolute_manifest(&rows, &tsv);
     let files: Vec<PathBuf> = rows.iter().map(|(p, _)| data.join(p)).collect();
     let files: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
     for backend in ["tract", "ort"] {

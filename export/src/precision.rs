@@ -479,7 +479,8 @@ pub fn to_int8(g: &mut GraphBuilder, convs: bool) -> QuantStats {
     let mut out_nodes = Vec::with_capacity(nodes.len() + 5 * targets.len());
     // One DynamicQuantizeLinear per activation, shared by q, k and v.
     let mut quantized: HashMap<String, [String; 3]> = HashMap::new();
-    let mut eps: Option<String> = None;
+    // The row-range constants, made once if any encoder matmul is quantized.
+    let mut row_consts: Option<RowConsts> = None;
     for (n, node) in nodes.into_iter().enumerate() {
         if !targets.contains(&n) {
             out_nodes.push(node);
@@ -487,77 +488,90 @@ pub fn to_int8(g: &mut GraphBuilder, convs: bool) -> QuantStats {
         }
         let (x, w, y) = (&node.input[0], &node.input[1], &node.output[0]);
         if node.name.starts_with(FEATURE_ENCODER) {
-            let eps = eps.get_or_insert_with(|| g.scalar(1e-12)).clone();
-            let axes = (g.opset() >= 18).then(|| g.ints(&[-1]));
-            row_normalized_int8_matmul(
-                &mut out_nodes,
-                &node.name,
-                [x, w, y],
-                &scales[w],
-                &eps,
-                axes.as_deref(),
-            );
+            let consts = row_consts.get_or_insert_with(|| RowConsts {
+                eps: g.scalar(1e-12),
+                axes: (g.opset() >= 18).then(|| g.ints(&[-1])),
+            });
+            row_normalized_int8_matmul(&mut out_nodes, &node.name, [x, w, y], &scales[w], consts);
             continue;
         }
-        let [xq, xs, xz] = quantized
+        let xq = quantized
             .entry(x.clone())
-            .or_insert_with(|| {
-                let base = format!("{}/DynamicQuantizeLinear", node.name);
-                let outs = [
-                    format!("{base}:q"),
-                    format!("{base}:scale"),
-                    format!("{base}:zero_point"),
-                ];
-                out_nodes.push(plain_node(
-                    "DynamicQuantizeLinear",
-                    &base,
-                    &[x],
-                    &[&outs[0], &outs[1], &outs[2]],
-                ));
-                outs
-            })
+            .or_insert_with(|| dynamic_quantize(&mut out_nodes, &node.name, x))
             .clone();
-        let base = &node.name;
-        let acc = format!("{base}/MatMulInteger");
-        out_nodes.push(plain_node("MatMulInteger", &acc, &[&xq, w, &xz], &[&acc]));
-        let accf = format!("{base}/Cast");
-        out_nodes.push(cast_node(&accf, &acc, &accf, Ty::F32));
-        let s = format!("{base}/scale");
-        out_nodes.push(plain_node("Mul", &s, &[&xs, &scales[w]], &[&s]));
-        out_nodes.push(plain_node("Mul", y, &[&accf, &s], &[y]));
+        int8_matmul(&mut out_nodes, &node.name, &xq, w, &scales[w], y);
     }
     g.keep_f32 = vec![false; out_nodes.len()];
     g.nodes = out_nodes;
     stats
 }
 
+/// `DynamicQuantizeLinear` of `x`, named after the matmul `base`: its `[q, scale, zero_point]`.
+fn dynamic_quantize(out: &mut Vec<NodeProto>, base: &str, x: &str) -> [String; 3] {
+    let dq = format!("{base}/DynamicQuantizeLinear");
+    let outs = [
+        format!("{dq}:q"),
+        format!("{dq}:scale"),
+        format!("{dq}:zero_point"),
+    ];
+    out.push(plain_node(
+        "DynamicQuantizeLinear",
+        &dq,
+        &[x],
+        &[&outs[0], &outs[1], &outs[2]],
+    ));
+    outs
+}
+
+/// `y = float(MatMulInteger(xq, w, x_zero_point)) · (x_scale · w_scale)`, the pattern ONNX
+/// Runtime fuses into `DynamicQuantizeMatMul`.
+fn int8_matmul(
+    out: &mut Vec<NodeProto>,
+    base: &str,
+    [xq, xs, xz]: &[String; 3],
+    w: &str,
+    w_scale: &str,
+    y: &str,
+) {
+    let acc = format!("{base}/MatMulInteger");
+    out.push(plain_node("MatMulInteger", &acc, &[xq, w, xz], &[&acc]));
+    let accf = format!("{base}/Cast");
+    out.push(cast_node(&accf, &acc, &accf, Ty::F32));
+    let s = format!("{base}/scale");
+    out.push(plain_node("Mul", &s, &[xs, w_scale], &[&s]));
+    out.push(plain_node("Mul", y, &[&accf, &s], &[y]));
+}
+
+/// The constants [`row_normalized_int8_matmul`] shares across the encoder's matmuls: the
+/// smallest range (`eps`) and, from opset 18 on, the reduction axes input (an attribute before).
+struct RowConsts {
+    eps: String,
+    axes: Option<String>,
+}
+
 /// One of the feature encoder's im2col matmuls, quantized with per-row (per output frame)
 /// activation ranges: each row of `x` is divided by its own range (max − min, at least `eps`),
-/// the result is quantized per tensor (`DynamicQuantizeLinear`, which ONNX Runtime fuses with the
-/// `MatMulInteger`, `Cast` and scale `Mul` into `DynamicQuantizeMatMul`), and each output row is
-/// multiplied back by its range. A per-tensor range over a whole utterance quantizes quiet frames
-/// coarsely, which cost the shipped model 5.7 points of command-word WER; the per-row form
-/// matches fp32 there. `DynamicQuantizeLinear` is used rather than a per-axis `QuantizeLinear`
-/// because tract only accepts constant `QuantizeLinear` scales. `axes` is the reduction axes
-/// input from opset 18 on (an attribute before).
+/// the result is quantized per tensor ([`dynamic_quantize`] and [`int8_matmul`], which ONNX
+/// Runtime fuses into `DynamicQuantizeMatMul`), and each output row is multiplied back by its
+/// range. A per-tensor range over a whole utterance quantizes quiet frames coarsely, which cost
+/// the shipped model 5.7 points of command-word WER; the per-row form matches fp32 there.
+/// `DynamicQuantizeLinear` is used rather than a per-axis `QuantizeLinear` because tract only
+/// accepts constant `QuantizeLinear` scales.
 fn row_normalized_int8_matmul(
     out: &mut Vec<NodeProto>,
     base: &str,
     [x, w, y]: [&str; 3],
     w_scale: &str,
-    eps: &str,
-    axes: Option<&str>,
+    consts: &RowConsts,
 ) {
     let name = |part: &str| format!("{base}/{part}");
     let reduce = |op: &str, out_name: &str| {
-        let mut inputs = vec![x];
-        let mut node_attrs = vec![attr_int("keepdims", 1)];
-        match axes {
-            Some(a) => inputs.push(a),
-            None => node_attrs.push(attr_ints("axes", &[-1])),
+        let mut n = plain_node(op, out_name, &[x], &[out_name]);
+        n.attribute.push(attr_int("keepdims", 1));
+        match &consts.axes {
+            Some(a) => n.input.push(a.clone()),
+            None => n.attribute.push(attr_ints("axes", &[-1])),
         }
-        let mut n = plain_node(op, out_name, &inputs, &[out_name]);
-        n.attribute = node_attrs;
         n
     };
     let (mx, mn, span, range, xn) = (
@@ -570,28 +584,11 @@ fn row_normalized_int8_matmul(
     out.push(reduce("ReduceMax", &mx));
     out.push(reduce("ReduceMin", &mn));
     out.push(plain_node("Sub", &span, &[&mx, &mn], &[&span]));
-    out.push(plain_node("Max", &range, &[&span, eps], &[&range]));
+    out.push(plain_node("Max", &range, &[&span, &consts.eps], &[&range]));
     out.push(plain_node("Div", &xn, &[x, &range], &[&xn]));
-    let dq = name("DynamicQuantizeLinear");
-    let [xq, xs, xz] = [
-        format!("{dq}:q"),
-        format!("{dq}:scale"),
-        format!("{dq}:zero_point"),
-    ];
-    out.push(plain_node(
-        "DynamicQuantizeLinear",
-        &dq,
-        &[&xn],
-        &[&xq, &xs, &xz],
-    ));
-    let acc = name("MatMulInteger");
-    out.push(plain_node("MatMulInteger", &acc, &[&xq, w, &xz], &[&acc]));
-    let accf = name("Cast");
-    out.push(cast_node(&accf, &acc, &accf, Ty::F32));
-    let s = name("scale");
-    out.push(plain_node("Mul", &s, &[&xs, w_scale], &[&s]));
+    let xq = dynamic_quantize(out, base, &xn);
     let y0 = name("row_normalized_output");
-    out.push(plain_node("Mul", &y0, &[&accf, &s], &[&y0]));
+    int8_matmul(out, base, &xq, w, w_scale, &y0);
     out.push(plain_node("Mul", y, &[&y0, &range], &[y]));
 }
 

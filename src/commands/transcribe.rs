@@ -76,7 +76,6 @@ pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// Decode and transcribe one file; errors name the file.
 /// Whether a file's error is the model's (it cannot be loaded or run at all: tract builds its
 /// plan per input length, so a model it cannot load fails at the first file, not at open), which
 /// stops a multi-file run instead of failing every file the same way.
@@ -87,6 +86,7 @@ pub fn is_model_failure(e: &anyhow::Error) -> bool {
     )
 }
 
+/// Decode and transcribe one file; errors name the file.
 pub fn transcribe_file<B: Backend>(t: &mut Transcriber<B>, path: &Path) -> Result<FileTranscript> {
     let samples = audio::load(path, t.info().sample_rate)?;
     t.transcribe(&samples)
