@@ -467,7 +467,8 @@ fn quantize_weights(
 /// Dynamic int8 quantization of the weight matmuls (and, with `convs`, the feature encoder's
 /// im2col matmuls); see the module docs.
 pub fn to_int8(g: &mut GraphBuilder, convs: bool) -> QuantStats {
-    // The first conv (raw audio in) stays a float32 `Conv` after the time-major rewrite.
+    // Only matmuls: without `convs` the encoder keeps its float32 `Conv`s; with it, the first
+    // conv layer (raw audio in) is left a float32 matmul by `weight_ops`.
     let ops: Vec<WeightOp> = weight_ops(g, convs)
         .into_iter()
         .filter(|o| g.nodes[o.node].op_type == "MatMul")

@@ -220,15 +220,19 @@ impl<'a> Wav2Vec2Graph<'a> {
                 g.node("Mul", &[x, &s], vec![])
             }
             Activation::Gelu => {
-                // 0.5 · x · (1 + erf(x / √2)); ORT fuses this pattern into its Gelu kernel.
+                // (0.5 · x) · (1 + erf(x / √2)), in the order ONNX Runtime's Gelu fusion
+                // matches whatever produces x: written as (x · (1 + erf)) · 0.5 it is not fused
+                // when x comes from a Mul (the int8 encoder's dequantization), which left six
+                // unfused GELUs of 16 k x 512 in the --quantize-conv model. Halving is exact in
+                // float, so the two orders give identical values.
                 let sqrt2 = g.scalar(std::f32::consts::SQRT_2);
                 let one = g.scalar(1.0);
                 let half = g.scalar(0.5);
+                let h = g.node("Mul", &[x, &half], vec![]);
                 let d = g.node("Div", &[x, &sqrt2], vec![]);
                 let e = g.node("Erf", &[&d], vec![]);
                 let a = g.node("Add", &[&e, &one], vec![]);
-                let m = g.node("Mul", &[x, &a], vec![]);
-                g.node("Mul", &[&m, &half], vec![])
+                g.node("Mul", &[&h, &a], vec![])
             }
             Activation::GeluTanh => {
                 // 0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³)))
@@ -271,37 +275,67 @@ impl<'a> Wav2Vec2Graph<'a> {
         Ok(y)
     }
 
-    /// `nn.GroupNorm(C, C)` on [B, C, T]: each channel normalized over time (eps 1e-5, affine).
-    /// Written out in two passes rather than as `InstanceNormalization`, whose ONNX Runtime
-    /// kernel loses about 3e-6 relative accuracy, enough to move logits by 1e-4.
+    /// `nn.GroupNorm(C, C)`: each channel normalized over time (eps 1e-5, affine), on [B, C, T]
+    /// or, `time_major`, on [B, T, C]. Written out in two passes rather than as
+    /// `InstanceNormalization`, whose ONNX Runtime kernel loses about 3e-6 relative accuracy,
+    /// enough to move logits by 1e-4.
     fn group_norm_per_channel(
         &mut self,
         x: &str,
         scope: &str,
         c: usize,
+        time_major: bool,
     ) -> Result<String, ExportError> {
         let w = self.w.take(&format!("{scope}.weight"), &[c])?;
         let b = self.w.take(&format!("{scope}.bias"), &[c])?;
-        // [C] → [C, 1] so they broadcast over time.
+        // Channels-first: [C] → [C, 1] so they broadcast over time.
+        let shape = if time_major { vec![c] } else { vec![c, 1] };
         let w = self.g.weight(
             &self.w.key(&format!("{scope}.weight")),
-            Tensor::new(vec![c, 1], w.data),
+            Tensor::new(shape.clone(), w.data),
         );
         let b = self.g.weight(
             &self.w.key(&format!("{scope}.bias")),
-            Tensor::new(vec![c, 1], b.data),
+            Tensor::new(shape, b.data),
         );
         // Squares of conv outputs and their mean overflow or lose precision in float16.
         let was = self.g.f32_island(true);
-        let mean = self.g.reduce_mean(x, &[2], true);
+        // Means over time: ReduceMean on the last axis channels-first; time-major, a
+        // [B, 1, T] x [B, T, C] matmul with a row of ones, since ONNX Runtime's ReduceMean over
+        // a middle axis took 40 ms per [32 k, 512] pass against 6 ms for the matmul.
+        let mean_over_time: Box<dyn Fn(&mut GraphBuilder, &str) -> String> = if time_major {
+            let t = self.g.node(
+                "Shape",
+                &[x],
+                vec![attr_int("start", 1), attr_int("end", 2)],
+            );
+            let one_one = self.g.ints(&[1, 1]);
+            let shape = self
+                .g
+                .node("Concat", &[&one_one, &t], vec![attr_int("axis", 0)]);
+            let one = self.g.scalar(1.0);
+            let ones = self.g.node("Expand", &[&one, &shape], vec![]);
+            let n = self
+                .g
+                .node("Cast", &[&t], vec![attr_int("to", data_type::FLOAT as i64)]);
+            Box::new(move |g: &mut GraphBuilder, v: &str| {
+                let sum = g.node("MatMul", &[&ones, v], vec![]);
+                g.node("Div", &[&sum, &n], vec![])
+            })
+        } else {
+            Box::new(|g: &mut GraphBuilder, v: &str| g.reduce_mean(v, &[2], true))
+        };
+        // The per-channel factor weight / std is formed on [C, 1], so the [C, T] activations
+        // are scaled once (one full-size pass fewer than dividing by std, then multiplying).
+        let mean = mean_over_time(&mut self.g, x);
         let d = self.g.node("Sub", &[x, &mean], vec![]);
         let sq = self.g.node("Mul", &[&d, &d], vec![]);
-        let var = self.g.reduce_mean(&sq, &[2], true);
+        let var = mean_over_time(&mut self.g, &sq);
         let eps = self.g.scalar(1e-5);
         let ve = self.g.node("Add", &[&var, &eps], vec![]);
         let sd = self.g.node("Sqrt", &[&ve], vec![]);
-        let n = self.g.node("Div", &[&d, &sd], vec![]);
-        let scaled = self.g.node("Mul", &[&n, &w], vec![]);
+        let factor = self.g.node("Div", &[&w, &sd], vec![]);
+        let scaled = self.g.node("Mul", &[&d, &factor], vec![]);
         let y = self.g.node("Add", &[&scaled, &b], vec![]);
         self.g.f32_island(was);
         Ok(y)
@@ -383,7 +417,12 @@ impl<'a> Wav2Vec2Graph<'a> {
             x = self.conv(&x, &scope, in_ch, out_ch, k, s)?;
             match cfg.feat_extract_norm() {
                 FeatExtractNorm::Group if i == 0 => {
-                    x = self.group_norm_per_channel(&x, &format!("{scope}.layer_norm"), out_ch)?;
+                    x = self.group_norm_per_channel(
+                        &x,
+                        &format!("{scope}.layer_norm"),
+                        out_ch,
+                        false,
+                    )?;
                 }
                 FeatExtractNorm::Group => {}
                 FeatExtractNorm::Layer => {
@@ -415,26 +454,13 @@ impl<'a> Wav2Vec2Graph<'a> {
         let cfg = self.cfg;
         self.g.set_scope("feature_extractor");
         let was = self.g.f32_island(true);
-        let axes = self.g.ints(&[1]);
-        let x = self.g.node("Unsqueeze", &[input, &axes], vec![]);
-        // The first layer as in `feature_encoder` ([B, 1, S] → [B, C, T], its group norm over
-        // the last axis, where reductions are fast), then one transpose to [B, T, C].
-        let (out_ch, k, s) = conv_specs(cfg).next().expect("validated: conv layers");
-        let scope = "feature_extractor.conv_layers.0";
-        self.g.set_scope(scope);
-        let mut x = self.conv(&x, scope, 1, out_ch, k, s)?;
-        if cfg.feat_extract_norm() == FeatExtractNorm::Group {
-            x = self.group_norm_per_channel(&x, &format!("{scope}.layer_norm"), out_ch)?;
-        }
-        x = self
-            .g
-            .node("Transpose", &[&x], vec![attr_ints("perm", &[0, 2, 1])]);
-        if cfg.feat_extract_norm() == FeatExtractNorm::Layer {
-            x = self.layer_norm(&x, &format!("{scope}.layer_norm"), out_ch, 1e-5)?;
-        }
-        x = self.activation(&x, cfg.feat_extract_activation());
-        let mut in_ch = out_ch;
-        for (i, (out_ch, k, s)) in conv_specs(cfg).enumerate().skip(1) {
+        // Raw audio as [B, S, 1]: one input channel, time-major like the rest. The first layer
+        // is an im2col matmul too (float32: the int8 pass skips it), so no transpose of its
+        // [B, C, T] output (32 k x 512 at 10 s) is needed before the layers that follow.
+        let axes = self.g.ints(&[2]);
+        let mut x = self.g.node("Unsqueeze", &[input, &axes], vec![]);
+        let mut in_ch = 1;
+        for (i, (out_ch, k, s)) in conv_specs(cfg).enumerate() {
             let scope = format!("feature_extractor.conv_layers.{i}");
             self.g.set_scope(&scope);
             if k > 2 * s {
@@ -465,8 +491,19 @@ impl<'a> Wav2Vec2Graph<'a> {
                 let b = self.g.weight(&self.w.key(&format!("{scope}.conv.bias")), b);
                 x = self.g.node("Add", &[&x, &b], vec![]);
             }
-            if cfg.feat_extract_norm() == FeatExtractNorm::Layer {
-                x = self.layer_norm(&x, &format!("{scope}.layer_norm"), out_ch, 1e-5)?;
+            match cfg.feat_extract_norm() {
+                FeatExtractNorm::Group if i == 0 => {
+                    x = self.group_norm_per_channel(
+                        &x,
+                        &format!("{scope}.layer_norm"),
+                        out_ch,
+                        true,
+                    )?;
+                }
+                FeatExtractNorm::Group => {}
+                FeatExtractNorm::Layer => {
+                    x = self.layer_norm(&x, &format!("{scope}.layer_norm"), out_ch, 1e-5)?;
+                }
             }
             x = self.activation(&x, cfg.feat_extract_activation());
             in_ch = out_ch;
