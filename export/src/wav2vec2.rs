@@ -112,6 +112,9 @@ impl Weights {
 }
 
 /// The feature encoder's conv layers as (output channels, kernel, stride).
+/// Emits the mean over time of a tensor into the graph (see `group_norm_per_channel`).
+type MeanOverTime = dyn Fn(&mut GraphBuilder, &str) -> String;
+
 fn conv_specs(cfg: &Wav2Vec2Config) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
     cfg.conv_dim
         .iter()
@@ -303,7 +306,7 @@ impl<'a> Wav2Vec2Graph<'a> {
         // Means over time: ReduceMean on the last axis channels-first; time-major, a
         // [B, 1, T] x [B, T, C] matmul with a row of ones, since ONNX Runtime's ReduceMean over
         // a middle axis took 40 ms per [32 k, 512] pass against 6 ms for the matmul.
-        let mean_over_time: Box<dyn Fn(&mut GraphBuilder, &str) -> String> = if time_major {
+        let mean_over_time: Box<MeanOverTime> = if time_major {
             let t = self.g.node(
                 "Shape",
                 &[x],
