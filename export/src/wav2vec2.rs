@@ -112,9 +112,6 @@ impl Weights {
 }
 
 /// The feature encoder's conv layers as (output channels, kernel, stride).
-/// Emits the mean over time of a tensor into the graph (see `group_norm_per_channel`).
-type MeanOverTime = dyn Fn(&mut GraphBuilder, &str) -> String;
-
 fn conv_specs(cfg: &Wav2Vec2Config) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
     cfg.conv_dim
         .iter()
@@ -306,7 +303,7 @@ impl<'a> Wav2Vec2Graph<'a> {
         // Means over time: ReduceMean on the last axis channels-first; time-major, a
         // [B, 1, T] x [B, T, C] matmul with a row of ones, since ONNX Runtime's ReduceMean over
         // a middle axis took 40 ms per [32 k, 512] pass against 6 ms for the matmul.
-        let mean_over_time: Box<MeanOverTime> = if time_major {
+        let ones_row = time_major.then(|| {
             let t = self.g.node(
                 "Shape",
                 &[x],
@@ -321,15 +318,18 @@ impl<'a> Wav2Vec2Graph<'a> {
             let n = self
                 .g
                 .node("Cast", &[&t], vec![attr_int("to", data_type::FLOAT as i64)]);
-            Box::new(move |g: &mut GraphBuilder, v: &str| {
-                let sum = g.node("MatMul", &[&ones, v], vec![]);
-                g.node("Div", &[&sum, &n], vec![])
-            })
-        } else {
-            Box::new(|g: &mut GraphBuilder, v: &str| g.reduce_mean(v, &[2], true))
+            (ones, n)
+        });
+        let mean_over_time = |g: &mut GraphBuilder, v: &str| match &ones_row {
+            Some((ones, n)) => {
+                let sum = g.node("MatMul", &[ones, v], vec![]);
+                g.node("Div", &[&sum, n], vec![])
+            }
+            None => g.reduce_mean(v, &[2], true),
         };
-        // The per-channel factor weight / std is formed on [C, 1], so the [C, T] activations
-        // are scaled once (one full-size pass fewer than dividing by std, then multiplying).
+        // The per-channel factor weight / std is formed on the per-channel statistics, so the
+        // activations are scaled once (one full-size pass fewer than dividing by std, then
+        // multiplying).
         let mean = mean_over_time(&mut self.g, x);
         let d = self.g.node("Sub", &[x, &mean], vec![]);
         let sq = self.g.node("Mul", &[&d, &d], vec![]);
@@ -403,6 +403,33 @@ impl<'a> Wav2Vec2Graph<'a> {
         ))
     }
 
+    /// Conv layer `i`'s norm, if it has one: group norm on the first layer only
+    /// (`feat_extract_norm: group`), or layer norm over channels on every layer (`layer`), on
+    /// [B, C, T] or, `time_major`, [B, T, C].
+    fn conv_norm(
+        &mut self,
+        x: &str,
+        scope: &str,
+        i: usize,
+        channels: usize,
+        time_major: bool,
+    ) -> Result<String, ExportError> {
+        let scope = format!("{scope}.layer_norm");
+        match self.cfg.feat_extract_norm() {
+            FeatExtractNorm::Group if i == 0 => {
+                self.group_norm_per_channel(x, &scope, channels, time_major)
+            }
+            FeatExtractNorm::Group => Ok(x.to_string()),
+            FeatExtractNorm::Layer if time_major => self.layer_norm(x, &scope, channels, 1e-5),
+            FeatExtractNorm::Layer => {
+                let perm = || vec![attr_ints("perm", &[0, 2, 1])];
+                let t = self.g.node("Transpose", &[x], perm());
+                let n = self.layer_norm(&t, &scope, channels, 1e-5)?;
+                Ok(self.g.node("Transpose", &[&n], perm()))
+            }
+        }
+    }
+
     /// `feature_extractor.conv_layers.N`: raw audio [B, S] → features [B, T, C].
     fn feature_encoder(&mut self, input: &str) -> Result<String, ExportError> {
         let cfg = self.cfg;
@@ -418,26 +445,7 @@ impl<'a> Wav2Vec2Graph<'a> {
             let scope = format!("feature_extractor.conv_layers.{i}");
             self.g.set_scope(&scope);
             x = self.conv(&x, &scope, in_ch, out_ch, k, s)?;
-            match cfg.feat_extract_norm() {
-                FeatExtractNorm::Group if i == 0 => {
-                    x = self.group_norm_per_channel(
-                        &x,
-                        &format!("{scope}.layer_norm"),
-                        out_ch,
-                        false,
-                    )?;
-                }
-                FeatExtractNorm::Group => {}
-                FeatExtractNorm::Layer => {
-                    let t = self
-                        .g
-                        .node("Transpose", &[&x], vec![attr_ints("perm", &[0, 2, 1])]);
-                    let n = self.layer_norm(&t, &format!("{scope}.layer_norm"), out_ch, 1e-5)?;
-                    x = self
-                        .g
-                        .node("Transpose", &[&n], vec![attr_ints("perm", &[0, 2, 1])]);
-                }
-            }
+            x = self.conv_norm(&x, &scope, i, out_ch, false)?;
             x = self.activation(&x, cfg.feat_extract_activation());
             in_ch = out_ch;
         }
@@ -494,20 +502,7 @@ impl<'a> Wav2Vec2Graph<'a> {
                 let b = self.g.weight(&self.w.key(&format!("{scope}.conv.bias")), b);
                 x = self.g.node("Add", &[&x, &b], vec![]);
             }
-            match cfg.feat_extract_norm() {
-                FeatExtractNorm::Group if i == 0 => {
-                    x = self.group_norm_per_channel(
-                        &x,
-                        &format!("{scope}.layer_norm"),
-                        out_ch,
-                        true,
-                    )?;
-                }
-                FeatExtractNorm::Group => {}
-                FeatExtractNorm::Layer => {
-                    x = self.layer_norm(&x, &format!("{scope}.layer_norm"), out_ch, 1e-5)?;
-                }
-            }
+            x = self.conv_norm(&x, &scope, i, out_ch, true)?;
             x = self.activation(&x, cfg.feat_extract_activation());
             in_ch = out_ch;
         }
