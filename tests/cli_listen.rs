@@ -201,6 +201,64 @@ fn exec_runs_the_action_without_a_shell() {
     assert_eq!(run.stdout.lines().count(), 2);
 }
 
+/// A word followed by half a second of noise 42 dB below its loudest 10 ms (breath, a fan
+/// starting) but well above the room's noise floor: the command is decided 150 ms after the
+/// word, not after the noise, and the noise is no second utterance. With
+/// `--vad-peak-drop-db inf` (the noise floor alone) the noise holds the command back.
+#[test]
+fn noise_far_below_the_word_does_not_hold_the_command_back() {
+    let (dir, m) = model();
+    let clip = stream::load(&speech("speech_commands/yes/a7216980_nohash_3.wav"));
+    let (s, e) = stream::speech_span(&clip);
+    let peak_rms = clip
+        .chunks(160)
+        .map(|f| (f.iter().map(|x| x * x).sum::<f32>() / f.len() as f32).sqrt())
+        .fold(0.0, f32::max);
+    let loudest = clip.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    // The word with its loudest 10 ms at about -9 dBFS (no clipping).
+    let gain = (0.35 / peak_rms).min(0.99 / loudest);
+    let mut rng = Lcg(11);
+    let mut audio = stream::noise(RATE as usize, 0.0005, &mut rng);
+    audio.extend(clip[s..e].iter().map(|x| x * gain));
+    let word_end = audio.len() as f64 / f64::from(RATE);
+    // Uniform noise of amplitude a has RMS a / sqrt(3).
+    let tail = peak_rms * gain * 10f32.powf(-42.0 / 20.0) * 3f32.sqrt();
+    audio.extend(stream::noise(RATE as usize / 2, tail, &mut rng));
+    audio.extend(stream::noise(RATE as usize * 3 / 2, 0.0005, &mut rng));
+    let wav = dir.path().join("tail.wav");
+    stream::write_wav(&wav, &audio);
+    let commands = dir.path().join("COMMANDS.txt");
+    std::fs::write(&commands, "yes\n").unwrap();
+    let run_with = |extra: &[&OsStr]| {
+        let mut args = vec![
+            OsStr::new("--input"),
+            wav.as_os_str(),
+            OsStr::new("--commands"),
+            commands.as_os_str(),
+            OsStr::new("--threshold"),
+            OsStr::new("0"),
+            OsStr::new("--json"),
+        ];
+        args.extend_from_slice(extra);
+        let run = listen(&m, &args);
+        assert_ok(&run);
+        json_lines(&run)
+    };
+
+    let events = run_with(&[]);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let late = events[0]["decided_at_stream"].as_f64().unwrap() - word_end;
+    assert!(
+        (0.1..0.35).contains(&late),
+        "decided {late:.3} s after the word"
+    );
+
+    let events = run_with(&[OsStr::new("--vad-peak-drop-db"), OsStr::new("inf")]);
+    assert!(!events.is_empty());
+    let late = events[0]["decided_at_stream"].as_f64().unwrap() - word_end;
+    assert!(late > 0.6, "decided {late:.3} s after the word");
+}
+
 #[test]
 fn without_commands_each_utterance_is_transcribed() {
     let (dir, m) = model();
@@ -440,4 +498,14 @@ fn bad_options_are_usage_errors() {
         ],
     );
     assert_one_error(&run, &["pause (900 ms)", "hangover (400 ms)"]);
+    let run = listen(
+        &m,
+        &[
+            OsStr::new("--input"),
+            wav.as_os_str(),
+            OsStr::new("--vad-peak-drop-db"),
+            OsStr::new("0"),
+        ],
+    );
+    assert_one_error(&run, &["peak drop", "got 0"]);
 }

@@ -67,6 +67,9 @@ pub struct ListenEvent {
     /// Stream position (samples) at which the event was decided.
     #[serde(skip)]
     pub decided_sample: u64,
+    /// The same in seconds: how much audio had been heard when the event was decided (minus
+    /// `end`, the latency of the end-pointing itself, without compute or delivery).
+    pub decided_at_stream: f64,
 }
 
 /// How the listener decides.
@@ -120,6 +123,15 @@ impl<B: Backend> Listener<B> {
         })
     }
 
+    /// Run the model once over a second of silence, so that the first utterance does not pay
+    /// for what backends do on their first run (tract compiles its plan, ONNX Runtime
+    /// allocates its arenas; ~200 ms with the shipped model). Call before the audio starts.
+    pub fn warm_up(&mut self) -> Result<(), BackendError> {
+        let silence = vec![0.0; self.sample_rate() as usize];
+        self.transcriber.logits(&silence)?;
+        Ok(())
+    }
+
     /// The sample rate the listener expects (the model's).
     pub fn sample_rate(&self) -> u32 {
         self.transcriber.info().sample_rate
@@ -160,6 +172,7 @@ impl<B: Backend> Listener<B> {
                         continue;
                     }
                     let ev = self.decide(u)?;
+                    trace_decision("pause", &ev);
                     if ev.kind == EventKind::Command && !self.has_longer_phrase(&ev) {
                         out.push(ev);
                         self.vad.end_utterance();
@@ -174,9 +187,15 @@ impl<B: Backend> Listener<B> {
                             if start == u.start && len == u.samples.len() =>
                         {
                             ev.decided_sample = self.vad.position();
+                            ev.decided_at_stream =
+                                ms(ev.decided_sample as f64 / f64::from(self.sample_rate()));
                             ev
                         }
-                        _ => self.decide(u)?,
+                        _ => {
+                            let ev = self.decide(u)?;
+                            trace_decision("end", &ev);
+                            ev
+                        }
                     };
                     if ev.kind == EventKind::Transcript && ev.text.is_empty() {
                         tracing::debug!(start = ev.start, "utterance with no words");
@@ -227,6 +246,7 @@ impl<B: Backend> Listener<B> {
             candidate: None,
             speech_end_sample: u.speech_end,
             decided_sample: self.vad.position(),
+            decided_at_stream: ms(self.vad.position() as f64 / rate),
         };
         let Some(set) = &self.commands else {
             let n = free.words.len();
@@ -270,6 +290,20 @@ impl<B: Backend> Listener<B> {
         ev.end = ms(ev.end);
         Ok(ev)
     }
+}
+
+/// A decision, for `-v` logs (why a command came late or was rejected).
+fn trace_decision(at: &str, ev: &ListenEvent) {
+    tracing::debug!(
+        at,
+        speech_end = ev.speech_end_sample,
+        decided = ev.decided_sample,
+        kind = ?ev.kind,
+        candidate = ev.command.as_deref().or(ev.candidate.as_deref()),
+        confidence = ev.confidence,
+        text = %ev.text,
+        "listen decision"
+    );
 }
 
 /// Seconds rounded to the millisecond (times come from 20 ms frames; more digits are noise).

@@ -9,6 +9,10 @@
 //! * an utterance starts after `start_ms` of frames at least `start_db` above the floor (and above
 //!   `min_level_db` absolute), and continues while frames stay `continue_db` above it (the lower
 //!   threshold is the hysteresis that keeps weak consonants inside the word);
+//! * frames more than `peak_drop_db` below the speech level are never speech. The level is the
+//!   loudest recent frame, decaying by `level_decay_db_per_s`: a room noisier than the floor
+//!   estimate, or breath and rustle after a word, then neither holds the utterance open nor
+//!   starts a new one right after it (speech is a loud event; 35 dB below it is not speech);
 //! * after `pause_ms` of quiet a [`VadEvent::Pause`] offers the utterance so far (a caller may
 //!   decide early, e.g. when a command is already complete); after `hangover_ms` the utterance
 //!   ends with [`VadEvent::End`];
@@ -31,6 +35,10 @@ pub struct VadConfig {
     pub frame_ms: u32,
     pub start_db: f32,
     pub continue_db: f32,
+    /// Frames more than this below the speech level are never speech.
+    pub peak_drop_db: f32,
+    /// How fast the speech level falls back after loud frames.
+    pub level_decay_db_per_s: f32,
     pub min_level_db: f32,
     pub start_ms: u32,
     pub pause_ms: u32,
@@ -48,6 +56,8 @@ impl Default for VadConfig {
             frame_ms: 10,
             start_db: 10.0,
             continue_db: 6.0,
+            peak_drop_db: 35.0,
+            level_decay_db_per_s: 5.0,
             min_level_db: -55.0,
             start_ms: 30,
             pause_ms: 150,
@@ -76,6 +86,10 @@ pub enum VadConfigError {
         "VAD maximum utterance length ({0} ms) must be longer than the minimum speech ({1} ms)"
     )]
     Lengths(u32, u32),
+    #[error("VAD peak drop must be a positive number of dB, got {0}")]
+    PeakDrop(f32),
+    #[error("VAD level decay must be a non-negative number of dB per second, got {0}")]
+    LevelDecay(f32),
     #[error("sample rate must be positive")]
     Rate,
 }
@@ -156,6 +170,10 @@ pub struct Vad {
     block_next: usize,
     open_min: f32,
     open_count: usize,
+    /// Speech level (dBFS): the loudest recent frame, decaying.
+    level: f32,
+    /// Decay of `level` per frame, in dB.
+    level_decay: f32,
     block_frames: usize,
 }
 
@@ -167,6 +185,12 @@ impl Vad {
     pub fn new(config: VadConfig, sample_rate: u32) -> Result<Self, VadConfigError> {
         if sample_rate == 0 {
             return Err(VadConfigError::Rate);
+        }
+        if config.peak_drop_db.is_nan() || config.peak_drop_db <= 0.0 {
+            return Err(VadConfigError::PeakDrop(config.peak_drop_db));
+        }
+        if config.level_decay_db_per_s.is_nan() || config.level_decay_db_per_s < 0.0 {
+            return Err(VadConfigError::LevelDecay(config.level_decay_db_per_s));
         }
         if config.frame_ms == 0 || config.frame_ms > 100 {
             return Err(VadConfigError::Frame(config.frame_ms));
@@ -215,6 +239,8 @@ impl Vad {
             block_next: 0,
             open_min: f32::INFINITY,
             open_count: 0,
+            level: f32::NEG_INFINITY,
+            level_decay: config.level_decay_db_per_s * config.frame_ms as f32 / 1000.0,
             block_frames: window_frames.div_ceil(BLOCKS),
         })
     }
@@ -308,7 +334,8 @@ impl Vad {
         let floor = self.noise_floor_db();
         // Before any noise estimate, the first frame is the floor.
         let floor = if floor.is_finite() { floor } else { e };
-        let loud = e > self.config.min_level_db;
+        self.level = (self.level - self.level_decay).max(e);
+        let loud = e > self.config.min_level_db && e > self.level - self.config.peak_drop_db;
         let start_voiced = loud && e > floor + self.config.start_db;
         let cont_voiced = loud && e > floor + self.config.continue_db;
         self.update_noise(e);
@@ -494,6 +521,47 @@ mod tests {
         }
     }
 
+    /// A loud word followed by a noisy tail (breath, a fan starting): 38 dB below the word but
+    /// 12 dB above the floor estimate. The tail neither holds the utterance open nor starts a
+    /// new one, and a word 20 dB quieter a second later is still found.
+    #[test]
+    fn a_tail_far_below_the_word_is_not_speech() {
+        let mut seed = 3;
+        let mut audio = noise(ms(1000), 0.002, &mut seed);
+        audio.extend(tone(ms(400), 0.5));
+        let w1_end = audio.len();
+        audio.extend(noise(ms(600), 0.008, &mut seed));
+        audio.extend(noise(ms(1000), 0.002, &mut seed));
+        let w2 = audio.len();
+        audio.extend(tone(ms(400), 0.05));
+        let w2_end = audio.len();
+        audio.extend(noise(ms(1000), 0.002, &mut seed));
+        let frame = ms(10) as i64;
+
+        let mut vad = Vad::new(VadConfig::default(), RATE).unwrap();
+        let events = run(&mut vad, &audio, 160);
+        let e = ends(&events);
+        assert_eq!(e.len(), 2, "{events:?}");
+        assert!((e[0].0.speech_end as i64 - w1_end as i64).abs() <= frame);
+        assert!((e[1].0.speech_start as i64 - w2 as i64).abs() <= 4 * frame);
+        assert!((e[1].0.speech_end as i64 - w2_end as i64).abs() <= frame);
+        // The pause comes 150 ms after the word, not after the tail.
+        let VadEvent::Pause(p) = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert!((p.speech_end as i64 - w1_end as i64).abs() <= frame);
+
+        // Without the rule (the floor alone), the tail is part of the first word.
+        let config = VadConfig {
+            peak_drop_db: f32::INFINITY,
+            ..VadConfig::default()
+        };
+        let mut vad = Vad::new(config, RATE).unwrap();
+        let events = run(&mut vad, &audio, 160);
+        let e = ends(&events);
+        assert!(e[0].0.speech_end as usize > w1_end + ms(500), "{events:?}");
+    }
+
     #[test]
     fn clicks_are_dropped_and_long_speech_is_cut() {
         let mut seed = 7;
@@ -572,6 +640,16 @@ mod tests {
         assert!(bad(VadConfig { pause_ms: 500, ..d }).contains("pause"));
         assert!(bad(VadConfig { frame_ms: 0, ..d }).contains("frame"));
         assert!(bad(VadConfig { start_db: 3.0, ..d }).contains("threshold"));
+        assert!(bad(VadConfig {
+            peak_drop_db: 0.0,
+            ..d
+        })
+        .contains("peak drop"));
+        assert!(bad(VadConfig {
+            level_decay_db_per_s: f32::NAN,
+            ..d
+        })
+        .contains("level decay"));
         assert!(Vad::new(d, 0).is_err());
     }
 }

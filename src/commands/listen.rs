@@ -54,6 +54,11 @@ pub struct Args {
     /// VAD: level above the noise floor that keeps speech going, in dB.
     #[arg(long, default_value_t = 6.0)]
     vad_continue_db: f32,
+    /// VAD: frames this far below the speech level (the loudest recent frame) are not speech,
+    /// in dB: noise in the room or breath after a word then does not hold the utterance open
+    /// (`inf` turns it off).
+    #[arg(long, default_value_t = 35.0)]
+    vad_peak_drop_db: f32,
     /// VAD: frames quieter than this (dB full scale) are never speech.
     #[arg(long, default_value_t = -55.0, allow_hyphen_values = true)]
     vad_min_level_db: f32,
@@ -132,6 +137,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         vad: VadConfig {
             start_db: args.vad_start_db,
             continue_db: args.vad_continue_db,
+            peak_drop_db: args.vad_peak_drop_db,
             min_level_db: args.vad_min_level_db,
             hangover_ms: args.hangover_ms,
             pause_ms: args.pause_ms,
@@ -143,6 +149,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         early_decision: !args.no_early,
     };
     let mut listener = Listener::new(backend, commands, config)?;
+    listener.warm_up()?;
     let mut source = open_source(&args, rate)?;
     let mut resampler = if source.sample_rate() == rate {
         None
