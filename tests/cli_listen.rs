@@ -487,25 +487,20 @@ fn bad_options_are_usage_errors() {
     assert_eq!(run.code, Some(2), "{run:?}");
     let run = listen(&m, &[OsStr::new("--realtime")]);
     assert_eq!(run.code, Some(2), "{run:?}");
-    // A pause longer than the hangover cannot work.
-    let run = listen(
-        &m,
-        &[
-            OsStr::new("--input"),
-            wav.as_os_str(),
-            OsStr::new("--pause-ms"),
-            OsStr::new("900"),
-        ],
-    );
-    assert_one_error(&run, &["pause (900 ms)", "hangover (400 ms)"]);
-    let run = listen(
-        &m,
-        &[
-            OsStr::new("--input"),
-            wav.as_os_str(),
-            OsStr::new("--vad-peak-drop-db"),
-            OsStr::new("0"),
-        ],
-    );
-    assert_one_error(&run, &["peak drop", "got 0"]);
+    // VAD settings that cannot work: a pause longer than the hangover, no peak drop.
+    for (flag, value, expected) in [
+        ("--pause-ms", "900", ["pause (900 ms)", "hangover (400 ms)"]),
+        ("--vad-peak-drop-db", "0", ["peak drop", "got 0"]),
+    ] {
+        let run = listen(
+            &m,
+            &[
+                OsStr::new("--input"),
+                wav.as_os_str(),
+                OsStr::new(flag),
+                OsStr::new(value),
+            ],
+        );
+        assert_one_error(&run, &expected);
+    }
 }
