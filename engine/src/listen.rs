@@ -292,7 +292,7 @@ impl<B: Backend> Listener<B> {
     }
 }
 
-/// A decision, for `-v` logs (why a command came late or was rejected).
+/// A decision, for debug logs (`-vv`: why a command came late or was rejected).
 fn trace_decision(at: &str, ev: &ListenEvent) {
     tracing::debug!(
         at,
