@@ -28,6 +28,21 @@ fn listen(model: &Path, args: &[&OsStr]) -> Run {
     w2v(all)
 }
 
+/// `w2v listen` on `wav` with `commands` at threshold 0, which accepts the best phrase whatever
+/// the (random) model says, plus `extra` arguments.
+fn accept_all(model: &Path, wav: &Path, commands: &Path, extra: &[&OsStr]) -> Run {
+    let mut args = vec![
+        OsStr::new("--input"),
+        wav.as_os_str(),
+        OsStr::new("--commands"),
+        commands.as_os_str(),
+        OsStr::new("--threshold"),
+        OsStr::new("0"),
+    ];
+    args.extend_from_slice(extra);
+    listen(model, &args)
+}
+
 fn json_lines(run: &Run) -> Vec<Value> {
     run.stdout
         .lines()
@@ -68,19 +83,7 @@ fn every_utterance_becomes_one_event_at_its_place() {
     let (wav, spans) = two_clip_stream(dir.path());
     let commands = dir.path().join("COMMANDS.txt");
     std::fs::write(&commands, "# two commands\nyes => true\nzero\n").unwrap();
-    // Threshold 0 accepts the best phrase whatever the (random) model says.
-    let run = listen(
-        &m,
-        &[
-            OsStr::new("--input"),
-            wav.as_os_str(),
-            OsStr::new("--commands"),
-            commands.as_os_str(),
-            OsStr::new("--threshold"),
-            OsStr::new("0"),
-            OsStr::new("--json"),
-        ],
-    );
+    let run = accept_all(&m, &wav, &commands, &[OsStr::new("--json")]);
     assert_ok(&run);
     let events = json_lines(&run);
     assert_eq!(events.len(), 2, "{}", run.stdout);
@@ -103,17 +106,7 @@ fn every_utterance_becomes_one_event_at_its_place() {
         }
     }
     // The same run in text mode: one line per event.
-    let run = listen(
-        &m,
-        &[
-            OsStr::new("--input"),
-            wav.as_os_str(),
-            OsStr::new("--commands"),
-            commands.as_os_str(),
-            OsStr::new("--threshold"),
-            OsStr::new("0"),
-        ],
-    );
+    let run = accept_all(&m, &wav, &commands, &[]);
     assert_ok(&run);
     assert_eq!(run.stdout.lines().count(), 2, "{}", run.stdout);
 }
@@ -230,17 +223,9 @@ fn noise_far_below_the_word_does_not_hold_the_command_back() {
     let commands = dir.path().join("COMMANDS.txt");
     std::fs::write(&commands, "yes\n").unwrap();
     let run_with = |extra: &[&OsStr]| {
-        let mut args = vec![
-            OsStr::new("--input"),
-            wav.as_os_str(),
-            OsStr::new("--commands"),
-            commands.as_os_str(),
-            OsStr::new("--threshold"),
-            OsStr::new("0"),
-            OsStr::new("--json"),
-        ];
+        let mut args = vec![OsStr::new("--json")];
         args.extend_from_slice(extra);
-        let run = listen(&m, &args);
+        let run = accept_all(&m, &wav, &commands, &args);
         assert_ok(&run);
         json_lines(&run)
     };

@@ -186,9 +186,7 @@ impl<B: Backend> Listener<B> {
                         Some((start, len, mut ev))
                             if start == u.start && len == u.samples.len() =>
                         {
-                            ev.decided_sample = self.vad.position();
-                            ev.decided_at_stream =
-                                ms(ev.decided_sample as f64 / f64::from(self.sample_rate()));
+                            self.stamp_decided(&mut ev);
                             ev
                         }
                         _ => {
@@ -224,6 +222,12 @@ impl<B: Backend> Listener<B> {
         set.phrases().iter().any(|o| p.is_strict_prefix_of(o))
     }
 
+    /// Mark `ev` as decided now (at the VAD's position), in samples and seconds.
+    fn stamp_decided(&self, ev: &mut ListenEvent) {
+        ev.decided_sample = self.vad.position();
+        ev.decided_at_stream = ms(ev.decided_sample as f64 / f64::from(self.sample_rate()));
+    }
+
     /// Run the model over one utterance and decide what it was.
     pub fn decide(&mut self, u: &Utterance) -> Result<ListenEvent, BackendError> {
         self.utterances += 1;
@@ -245,9 +249,10 @@ impl<B: Backend> Listener<B> {
             kind: EventKind::Transcript,
             candidate: None,
             speech_end_sample: u.speech_end,
-            decided_sample: self.vad.position(),
-            decided_at_stream: ms(self.vad.position() as f64 / rate),
+            decided_sample: 0,
+            decided_at_stream: 0.0,
         };
+        self.stamp_decided(&mut ev);
         let Some(set) = &self.commands else {
             let n = free.words.len();
             ev.confidence = if n == 0 {
