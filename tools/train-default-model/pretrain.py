@@ -210,6 +210,9 @@ def main():
     ap.add_argument("--batch", type=int, default=8, help="segments per update")
     ap.add_argument("--segment-seconds", type=float, default=3.0)
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--warmup", type=float, default=0.08,
+                    help="share of the stage spent warming the learning rate up linearly (the paper: "
+                         "8 %% of 400 k updates, i.e. 32 k)")
     ap.add_argument("--mask-prob", type=float, default=0.065, help="p: probability a step starts a span")
     ap.add_argument("--mask-length", type=int, default=10, help="M: span length in steps")
     ap.add_argument("--gumbel", type=float, nargs=2, default=(2.0, 0.5), help="temperature start end")
@@ -278,7 +281,7 @@ def main():
     t0_tau, t1_tau = args.gumbel
     while not budget.done():
         p = budget.progress
-        lr = warmup_linear_lr(p, args.lr)
+        lr = warmup_linear_lr(p, args.lr, args.warmup)
         for gparam in opt.param_groups:
             gparam["lr"] = lr
         tau = max(t1_tau, t0_tau * (t1_tau / t0_tau) ** min(p / 0.7, 1.0))
