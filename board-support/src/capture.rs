@@ -3,8 +3,9 @@
 //! * [`AudioSource`]: anything that yields mono `f32` samples at a fixed rate, a block at a time;
 //! * [`FileSource`]: samples already decoded (by `w2v_engine::audio`) replayed at real time, as a
 //!   microphone would deliver them, or as fast as the consumer reads (tests, batch runs);
-//! * [`Microphone`] (cargo feature `microphone`, on by default): a capture device through cpal
-//!   (ALSA on Linux).
+//! * [`Microphone`] (cargo feature `microphone`, off by default because building it needs
+//!   pkg-config and ALSA's headers): a capture device through cpal (ALSA on Linux). Every build
+//!   can read a live stream from standard input instead (`w2v listen --input -`).
 //!
 //! The microphone's real-time callback never allocates and never locks: it mixes each frame to
 //! mono and pushes it into a fixed-capacity single-producer/single-consumer ring
@@ -35,8 +36,15 @@ pub enum CaptureError {
     Open { device: String, reason: String },
     #[error("audio input device {device:?} stopped: {reason}")]
     Disconnected { device: String, reason: String },
-    #[error("this w2v was built without microphone support (cargo feature `microphone`)")]
+    #[error(
+        "this w2v was built without microphone support: rebuild with `cargo build --release \
+         --features microphone` (needs pkg-config and libasound2-dev), or pipe audio in: \
+         `arecord -f S16_LE -r 16000 -c 1 | w2v listen --input - --rate 16000`"
+    )]
     NotBuilt,
+    /// A stream being read (standard input, say) failed; the message names it.
+    #[error("{0}")]
+    Stream(String),
 }
 
 fn found_list(found: &[String]) -> String {

@@ -8,14 +8,18 @@
 //!   that keeps input and output time-aligned and produces exactly `round(n * to / from)` samples
 //!   for `n` input samples; [`resample`] is the one-shot form.
 //! - [`load`] is decode + resample; [`normalize`] is `zero_mean_unit_var_norm`.
+//! - [`PcmStream`] reads a live stream (WAV or raw 16-bit PCM from standard input or a pipe)
+//!   incrementally, a block at a time, for `w2v listen --input -`.
 //!
 //! Errors are [`AudioError`]s: one line each, starting with the file's path.
 
 mod decode;
 mod resample;
+mod stream;
 
 pub use decode::decode_file;
 pub use resample::{resample, ResampleError, Resampler};
+pub use stream::{PcmStream, StreamHint};
 
 use std::path::Path;
 

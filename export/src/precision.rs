@@ -21,6 +21,10 @@
 //!   back (`row_normalized_int8_matmul`): one range per utterance quantized quiet frames too
 //!   coarsely. Integer matmul kernels are fast on both runtimes; ONNX Runtime's `ConvInteger`
 //!   is not.
+//! * No CPU saturates its integer dot products ([`INT8_PAIR_MAX`]): a matmul weight's two
+//!   neighbouring rows, which the kernels add in one step, sum to at most 128 in magnitude
+//!   ([`quantize_per_column`]), and a convolution's weights are at most 64
+//!   ([`quantize_per_channel`]).
 //! * [`to_qdq`]: the same ops as explicit symmetric `QuantizeLinear`/`DequantizeLinear` pairs
 //!   (int8, zero point 0, per-channel weights, calibrated per-tensor activation scales), the form
 //!   TensorRT builds int8 engines from.
@@ -304,9 +308,26 @@ pub fn f16_storage(g: &mut GraphBuilder, min_elements: usize) -> usize {
     saved
 }
 
-/// Per-channel symmetric int8 quantization of a weight of `shape` along `axis`: `(q, scale)`,
-/// with `w ≈ q · scale[c]` for the element's index `c` on `axis`, and `q` in [-127, 127].
+/// The largest sum |q1| + |q2| of two int8 weights that one integer dot-product step adds.
+///
+/// ONNX Runtime multiplies uint8 activations (0..=255) by int8 weights. On x86 CPUs without VNNI
+/// (AVX2-only laptops and servers) its kernels use `vpmaddubsw`, which adds the products of two
+/// weights into a *saturating* int16: 255 · (|q1| + |q2|) must stay within 32767, so
+/// |q1| + |q2| ≤ 128. Full-range weights (127 + 127) break that and silently change the result
+/// on those CPUs only; VNNI and ARM kernels accumulate in int32 and are exact anyway.
+pub const INT8_PAIR_MAX: i32 = 128;
+
+/// The largest magnitude of a convolution's int8 weight: [-64, 64] ("7-bit" weights, ONNX
+/// Runtime's `reduce_range`), so that *any* two of them satisfy [`INT8_PAIR_MAX`]: which two a
+/// convolution kernel pairs depends on the runtime's weight layout (ONNX Runtime may reorder a
+/// conv's weights channels-last).
+pub const INT8_CONV_WEIGHT_MAX: i8 = 64;
+
+/// Per-channel symmetric int8 quantization of a convolution weight of `shape` along `axis`:
+/// `(q, scale)`, with `w ≈ q · scale[c]` for the element's index `c` on `axis`, and `q` in
+/// [-[`INT8_CONV_WEIGHT_MAX`], [`INT8_CONV_WEIGHT_MAX`]].
 pub fn quantize_per_channel(data: &[f32], shape: &[usize], axis: usize) -> (Vec<i8>, Vec<f32>) {
+    let qmax = f32::from(INT8_CONV_WEIGHT_MAX);
     let channels = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
     let channel = |idx: usize| (idx / inner) % channels;
@@ -317,7 +338,7 @@ pub fn quantize_per_channel(data: &[f32], shape: &[usize], axis: usize) -> (Vec<
     }
     let scale: Vec<f32> = max
         .iter()
-        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
+        .map(|&m| if m > 0.0 { m / qmax } else { 1.0 })
         .collect();
     let q = data
         .iter()
@@ -325,15 +346,62 @@ pub fn quantize_per_channel(data: &[f32], shape: &[usize], axis: usize) -> (Vec<
         .map(|(idx, v)| {
             (v / scale[channel(idx)])
                 .round_ties_even()
-                .clamp(-127.0, 127.0) as i8
+                .clamp(-qmax, qmax) as i8
         })
         .collect();
     (q, scale)
 }
 
 /// Per-output-channel symmetric int8 quantization of a `[K, N]` matmul weight: `(q, scale[N])`.
+///
+/// Integer matmul kernels pair neighbouring rows: ONNX Runtime packs `K` in groups of four and
+/// `vpmaddubsw` adds rows `2i` and `2i + 1` of a column. Each column's scale is therefore set by
+/// its largest such pair, `scale = max |w[2i]| + |w[2i+1]| over i, / 127`, so that after
+/// rounding (at most ½ each) every pair keeps |q1| + |q2| ≤ 128 = [`INT8_PAIR_MAX`]. A column
+/// whose largest weight has small neighbours keeps nearly all of int8's range (a scale close to
+/// max / 127); the worst case, two equal maxima side by side, is [-64, 64] as for convolutions.
 pub fn quantize_per_column(data: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f32>) {
-    quantize_per_channel(data, &[k, n], 1)
+    debug_assert_eq!(data.len(), k * n);
+    let mut pair_max = vec![0f32; n];
+    for i in (0..k).step_by(2) {
+        for (c, m) in pair_max.iter_mut().enumerate() {
+            let a = data[i * n + c].abs();
+            let b = if i + 1 < k {
+                data[(i + 1) * n + c].abs()
+            } else {
+                0.0
+            };
+            *m = m.max(a + b);
+        }
+    }
+    let scale: Vec<f32> = pair_max
+        .iter()
+        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
+        .collect();
+    let q = data
+        .iter()
+        .enumerate()
+        .map(|(idx, v)| (v / scale[idx % n]).round_ties_even().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (q, scale)
+}
+
+/// The largest |q1| + |q2| over the pairs an integer matmul kernel adds (rows `2i` and `2i + 1`
+/// of each column of a `[K, N]` weight).
+pub fn max_row_pair_sum(q: &[i8], k: usize, n: usize) -> i32 {
+    let mut max = 0;
+    for i in (0..k).step_by(2) {
+        for c in 0..n {
+            let a = i32::from(q[i * n + c]).abs();
+            let b = if i + 1 < k {
+                i32::from(q[(i + 1) * n + c]).abs()
+            } else {
+                0
+            };
+            max = max.max(a + b);
+        }
+    }
+    max
 }
 
 /// A node whose weight a quantization pass rewrites, with the weight's initializer index.
@@ -439,7 +507,10 @@ fn quantize_weights(
             unreachable!("weight_ops selects float32 weights");
         };
         let shape = t.shape.clone();
-        let (q, s) = quantize_per_channel(&t.data, &shape, op.axis);
+        let (q, s) = match shape[..] {
+            [k, n] if op.axis == 1 => quantize_per_column(&t.data, k, n),
+            _ => quantize_per_channel(&t.data, &shape, op.axis),
+        };
         let inner: usize = shape[op.axis + 1..].iter().product();
         let (mut num, mut den) = (0f64, 0f64);
         for (idx, (&w, &qv)) in t.data.iter().zip(&q).enumerate() {
@@ -689,22 +760,40 @@ mod tests {
         // A conv weight [O=2, I=1, k=3]: one scale per output channel.
         let w = [1.0, -0.4, 0.0, 2.0, -2.0, 1.2];
         let (q, s) = quantize_per_channel(&w, &[2, 1, 3], 0);
-        assert_eq!(s, vec![1.0 / 127.0, 2.0 / 127.0]);
-        assert_eq!(q, vec![127, -51, 0, 127, -127, 76]);
+        assert_eq!(s, vec![1.0 / 64.0, 2.0 / 64.0]);
+        assert_eq!(q, vec![64, -26, 0, 64, -64, 38]);
     }
 
     #[test]
-    fn per_column_quantization_is_symmetric_and_exact_at_the_max() {
-        // [K=2, N=3]
-        let w = [1.0, -0.5, 0.0, -2.0, 0.25, 0.0];
-        let (q, s) = quantize_per_column(&w, 2, 3);
-        assert_eq!(s, vec![2.0 / 127.0, 0.5 / 127.0, 1.0]);
-        assert_eq!(q[3], -127);
-        assert_eq!(q[1], -127);
+    fn per_column_quantization_is_symmetric_and_bounds_row_pairs() {
+        // [K=3, N=3]: column 0's largest pair is rows 0+1 (1.0 + 2.0), column 1's a lone 0.5 with
+        // a small neighbour, column 2 is all zero; row 2 pairs with nothing.
+        let w = [1.0, -0.5, 0.0, -2.0, 0.1, 0.0, 2.5, 0.0, 0.0];
+        let (q, s) = quantize_per_column(&w, 3, 3);
+        assert_eq!(s, vec![3.0 / 127.0, 0.6 / 127.0, 1.0]);
+        assert_eq!(q[3], -85); // -2.0 / (3/127) = -84.67
+        assert_eq!(q[6], 106); // 2.5 / (3/127) = 105.8: a lone row keeps its range
+        assert_eq!(q[1], -106);
         assert_eq!(q[2], 0);
         for (i, (&w, &q)) in w.iter().zip(&q).enumerate() {
             assert!((w - q as f32 * s[i % 3]).abs() <= s[i % 3] / 2.0 + 1e-7);
         }
+        assert!(max_row_pair_sum(&q, 3, 3) <= INT8_PAIR_MAX);
+        // Equal maxima side by side: the worst case, 7-bit-like.
+        let (q, _) = quantize_per_column(&[1.0, -1.0], 2, 1);
+        assert_eq!(q, vec![64, -64]);
+        // Rounding never pushes a pair past 128: random columns.
+        let mut x = 0x1234_5678u32;
+        let mut rand = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as f32 / u32::MAX as f32) * 2.0 - 1.0
+        };
+        let (k, n) = (64, 32);
+        let w: Vec<f32> = (0..k * n).map(|_| rand()).collect();
+        let (q, _) = quantize_per_column(&w, k, n);
+        assert!(max_row_pair_sum(&q, k, n) <= INT8_PAIR_MAX);
     }
 
     #[test]

@@ -33,9 +33,9 @@ pub mod keys {
 pub const SCHEME_FP16: &str =
     "fp16 weights and compute in the transformer and feature projection; float32 conv feature encoder, LayerNorm, softmax with mask bias, positional conv, mask arithmetic, lm_head; float32 inputs and outputs";
 pub const SCHEME_INT8_DYNAMIC: &str =
-    "int8 per-output-channel symmetric weights, dynamic uint8 activations (DynamicQuantizeLinear + MatMulInteger) for transformer, projection and lm_head matmuls";
+    "int8 per-output-channel symmetric weights with neighbouring-row pairs |q1|+|q2| <= 128 (no int16 saturation on any CPU), dynamic uint8 activations (DynamicQuantizeLinear + MatMulInteger) for transformer, projection and lm_head matmuls";
 pub const SCHEME_INT8_QDQ: &str =
-    "QDQ int8: per-output-channel symmetric weights, per-tensor symmetric calibrated activations, zero points 0, for transformer, projection and lm_head matmuls";
+    "QDQ int8: per-output-channel symmetric weights (matmul row pairs |q1|+|q2| <= 128, conv weights in [-64, 64]), per-tensor symmetric calibrated activations, zero points 0, for transformer, projection and lm_head matmuls";
 /// How the convolutions were treated, appended to the int8 schemes.
 pub const SCHEME_CONVS_FLOAT: &str = "; all convs float32";
 pub const SCHEME_CONVS_DYNAMIC: &str =

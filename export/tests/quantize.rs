@@ -174,6 +174,7 @@ fn check_int8(options: &ExportOptions, label: &str) {
                 info.raw[keys::CALIBRATION]
             );
         }
+        assert_no_int16_saturation(&onnx, &format!("{name} {label}"));
         let report = summary.report.expect("int8 exports report");
         eprintln!("{name} {label}: {}", report.summary_line());
         assert!(report.confident_argmax_agreement >= min, "{name} {label}");
@@ -324,6 +325,70 @@ fn invalid_option_combinations_are_refused() {
         ));
         assert!(!onnx.exists());
     }
+}
+
+/// The largest |a| + |b| over the int8 pairs an integer dot-product step adds: for a `[K, N]`
+/// matmul weight rows `2i` and `2i + 1` of a column (ONNX Runtime packs K in groups of four and
+/// `vpmaddubsw` adds neighbouring pairs); for any other int8 tensor (convolution weights, whose
+/// pairing depends on the runtime's layout) any two values.
+fn max_pair_sum(t: &TensorProto) -> i32 {
+    let q: Vec<i32> = t
+        .raw_data
+        .iter()
+        .map(|&b| i32::from(b as i8).abs())
+        .collect();
+    if let [k, n] = t.dims[..] {
+        let (k, n) = (k as usize, n as usize);
+        assert_eq!(q.len(), k * n, "`{}`", t.name);
+        let mut max = 0;
+        for i in (0..k).step_by(2) {
+            for c in 0..n {
+                let below = if i + 1 < k { q[(i + 1) * n + c] } else { 0 };
+                max = max.max(q[i * n + c] + below);
+            }
+        }
+        return max;
+    }
+    let mut top = [0i32; 2];
+    for v in q {
+        if v > top[0] {
+            top = [v, top[0]];
+        } else if v > top[1] {
+            top[1] = v;
+        }
+    }
+    top[0] + top[1]
+}
+
+/// ONNX Runtime's x86 integer matmuls without VNNI add two uint8 · int8 products into a
+/// saturating int16 (`vpmaddubsw`): with activations up to 255 each pair of weights must satisfy
+/// 255 · (|w1| + |w2|) ≤ 32767. Checked on the file itself, for every int8 tensor, so it holds on
+/// every CPU, not just the one running the test.
+fn assert_no_int16_saturation(onnx: &Path, what: &str) {
+    let (g, _) = read_model(onnx);
+    let int8: Vec<&TensorProto> = g
+        .initializer
+        .iter()
+        .filter(|t| t.data_type == data_type::INT8)
+        .collect();
+    assert!(
+        int8.iter().any(|t| t.raw_data.len() > 1),
+        "{what}: no int8 weights"
+    );
+    for t in int8 {
+        let pair = max_pair_sum(t);
+        assert!(
+            255 * pair <= 32767,
+            "{what}: `{}` has a weight pair with |w1| + |w2| = {pair}: 255 * {pair} saturates int16",
+            t.name
+        );
+    }
+}
+
+#[test]
+fn the_shipped_int8_model_cannot_saturate() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default.int8.onnx");
+    assert_no_int16_saturation(&shipped, "models/default.int8.onnx");
 }
 
 /// A model file's graph and its metadata as a map.

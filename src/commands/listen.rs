@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use w2v_board_support::{AudioSource, FileSource, Pacing};
-use w2v_engine::audio::{self, Resampler};
+use w2v_board_support::{AudioSource, CaptureError, FileSource, Pacing};
+use w2v_engine::audio::{self, PcmStream, Resampler, StreamHint};
 use w2v_engine::ctc::Vocabulary;
 use w2v_engine::grammar::CommandSet;
 use w2v_engine::listen::{EventKind, ListenConfig, ListenEvent, Listener};
@@ -20,9 +20,17 @@ use super::model::{open_backend, ModelArgs};
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// Listen to an audio file instead of a microphone.
+    /// Listen to an audio file instead of a microphone; `-` reads a live stream from standard
+    /// input: WAV, or raw 16-bit little-endian PCM with --rate (`arecord -f S16_LE -r 16000 -c 1
+    /// | w2v listen --input - --rate 16000`).
     #[arg(long, conflicts_with = "device")]
     input: Option<PathBuf>,
+    /// With `--input -`: the sample rate of raw PCM (checked against a WAV header's).
+    #[arg(long)]
+    rate: Option<u32>,
+    /// With `--input -`: interleaved channels of raw PCM (default 1; mixed to mono).
+    #[arg(long)]
+    channels: Option<u16>,
     /// Capture device, by name or id (default: the system's default input; `w2v doctor` lists
     /// the devices).
     #[arg(long)]
@@ -93,7 +101,47 @@ struct JsonEvent<'a> {
     decided_at: f64,
 }
 
+/// Standard input as an [`AudioSource`]: a WAV or raw PCM stream decoded as it arrives.
+struct StdinSource(PcmStream<std::io::Stdin>);
+
+impl AudioSource for StdinSource {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn sample_rate(&self) -> u32 {
+        self.0.sample_rate()
+    }
+
+    fn read(&mut self, out: &mut Vec<f32>) -> Result<bool, CaptureError> {
+        self.0
+            .read(out)
+            .map_err(|e| CaptureError::Stream(e.to_string()))
+    }
+
+    fn overruns(&self) -> u64 {
+        0
+    }
+}
+
 fn open_source(args: &Args, rate: u32) -> Result<Box<dyn AudioSource>> {
+    if args.input.as_deref() == Some(std::path::Path::new("-")) {
+        if args.realtime {
+            bail!("--realtime replays a file at real time; standard input is paced by its writer");
+        }
+        let hint = StreamHint {
+            rate: args.rate,
+            channels: args.channels,
+        };
+        return Ok(Box::new(StdinSource(PcmStream::open(
+            "stdin",
+            std::io::stdin(),
+            hint,
+        )?)));
+    }
+    if args.rate.is_some() || args.channels.is_some() {
+        bail!("--rate and --channels describe raw PCM on standard input (--input -)");
+    }
     if let Some(path) = &args.input {
         let samples = audio::load(path, rate)?;
         let pacing = if args.realtime {

@@ -90,6 +90,24 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    run_w2v(args, env, None)
+}
+
+/// [`w2v`] with `input` on its standard input (written from another thread, so a binary that
+/// stops reading early cannot deadlock the test).
+pub fn w2v_with_stdin<I, S>(args: I, input: Vec<u8>) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    run_w2v(args, &[], Some(input))
+}
+
+fn run_w2v<I, S>(args: I, env: &[(&str, &std::ffi::OsStr)], input: Option<Vec<u8>>) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_w2v"));
     cmd.args(&args)
@@ -98,11 +116,28 @@ where
         .env_remove("W2V_MODEL")
         .env_remove("ORT_DYLIB_PATH")
         .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null());
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run w2v");
+    let mut child = cmd.spawn().expect("run w2v");
+    let writer = input.map(|bytes| {
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        std::thread::spawn(move || {
+            // A binary that rejects its input may close the pipe early: not the test's error.
+            let _ = std::io::Write::write_all(&mut stdin, &bytes);
+        })
+    });
+    let out = child.wait_with_output().expect("run w2v");
+    if let Some(w) = writer {
+        w.join().expect("stdin writer");
+    }
     Run {
         args: args
             .iter()
