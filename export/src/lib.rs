@@ -1,7 +1,9 @@
-//! w2v exporter: Hugging Face `Wav2Vec2ForCTC` checkpoints to self-describing ONNX.
+//! w2v exporter: Hugging Face `Wav2Vec2ForCTC` checkpoints and fairseq wav2vec 2.0 CTC
+//! checkpoints to self-describing ONNX.
 //!
-//! `checkpoint` reads weights (safetensors, restricted-pickle `.bin`, shards), `config` the model
-//! configuration, `wav2vec2` builds the forward graph block by block, `graph` writes ONNX.
+//! `checkpoint` reads weights (safetensors, restricted-pickle `.bin`, shards, fairseq `.pt` with
+//! its dictionary), `config` the model configuration (a fairseq one mapped to the Hugging Face
+//! one), `wav2vec2` builds the forward graph block by block, `graph` writes ONNX.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,9 @@ pub enum ExportError {
     Checkpoint(#[from] CheckpointError),
     #[error("{path}: {reason}")]
     Vocab { path: PathBuf, reason: String },
+    /// A pre-trained model without a CTC head where one is needed.
+    #[error("{path}: {reason}")]
+    NoCtcHead { path: PathBuf, reason: String },
     #[error("{path}: invalid JSON: {reason}")]
     Json { path: PathBuf, reason: String },
     #[error("checkpoint has no tensor `{name}`")]
@@ -184,6 +189,9 @@ pub struct ExportOptions {
     pub max_wer_increase: Option<f64>,
     /// Skip the accuracy report (and the check) of reduced-precision exports.
     pub skip_report: bool,
+    /// The fairseq dictionary of a fairseq checkpoint; `None`: the one beside it
+    /// ([`checkpoint::fairseq::dictionary_beside`]).
+    pub dict: Option<PathBuf>,
 }
 
 impl Default for ExportOptions {
@@ -198,6 +206,7 @@ impl Default for ExportOptions {
             calibration_method: CalibrationMethod::Percentile,
             max_wer_increase: None,
             skip_report: false,
+            dict: None,
         }
     }
 }
@@ -383,7 +392,16 @@ pub fn export(
             });
         }
     }
-    let (g, mut info, weight_files, fp32_source) = if src.is_file() {
+    let fairseq = src.is_file() && checkpoint::fairseq::is_torch_archive(src);
+    if options.dict.is_some() && !fairseq {
+        return Err(ExportError::Unsupported(
+            "--dict applies to fairseq checkpoints (.pt) only".into(),
+        ));
+    }
+    let (g, mut info, weight_files, fp32_source) = if fairseq {
+        let (model, info) = build_fairseq(src, options)?;
+        (model, info, vec![src.to_path_buf()], None)
+    } else if src.is_file() {
         let m = exported::read(src)?;
         if options.precision == Precision::Fp32 {
             return Err(ExportError::SourceModel {
@@ -466,7 +484,93 @@ fn build_hf_folder(
     let (sd, weight_files) = checkpoint::load_state_dict(src)?;
     let source_sha256 = hash_files(&weight_files)?;
     tracing::info!(tensors = sd.len(), "read checkpoint");
+    let (g, info) = build_graph(src, files, sd, source_sha256, options)?;
+    Ok((g, info, weight_files))
+}
 
+/// The float32 graph and metadata of a fine-tuned fairseq wav2vec 2.0 CTC checkpoint, with the
+/// vocabulary of its fairseq dictionary (`options.dict`, or the one beside the checkpoint): the
+/// same model and metadata as the export of its transformers conversion, except that input
+/// normalization follows the checkpoint's `task.normalize` (the conversion script always turns
+/// it on).
+fn build_fairseq(
+    src: &Path,
+    options: &ExportOptions,
+) -> Result<(graph::GraphBuilder, ModelInfo), ExportError> {
+    let ckpt = checkpoint::fairseq::read(src)?;
+    tracing::info!(
+        tensors = ckpt.state_dict.len(),
+        form = ckpt.sections.form,
+        "read fairseq checkpoint"
+    );
+    if !ckpt.has_ctc_head() {
+        return Err(ExportError::NoCtcHead {
+            path: src.to_path_buf(),
+            reason: "is a pre-trained model: it has no CTC head (no w2v_encoder.proj) to export; \
+                     give it one by fine-tuning: w2v finetune --model CHECKPOINT --vocab \
+                     dict.ltr.txt --data DATA.tsv --output DIR"
+                .into(),
+        });
+    }
+    let head = &ckpt.state_dict["lm_head.weight"];
+    let outputs = head.shape.first().copied().unwrap_or(0);
+    let dict_path = match &options.dict {
+        Some(d) => d.clone(),
+        None => {
+            checkpoint::fairseq::dictionary_beside(src).ok_or_else(|| ExportError::MissingFile {
+                path: src.with_file_name("dict.ltr.txt"),
+                what: "fairseq dictionary beside the checkpoint; give one with --dict",
+            })?
+        }
+    };
+    let vocab = checkpoint::fairseq::read_dictionary(&dict_path)?;
+    if vocab.len() != outputs {
+        return Err(ExportError::Vocab {
+            path: dict_path,
+            reason: format!(
+                "has {} symbols with fairseq's 4 special ones, but the checkpoint's CTC head has \
+                 {outputs} outputs",
+                vocab.len()
+            ),
+        });
+    }
+    let config = Wav2Vec2Config::from_fairseq(src, &ckpt.sections, outputs)?;
+    let task = &ckpt.sections.task;
+    let sample_rate = match task.get("sample_rate").filter(|v| !v.is_null()) {
+        None => 16000,
+        Some(v) => v
+            .as_u64()
+            .filter(|&r| r > 0 && r <= 192_000)
+            .ok_or_else(|| {
+                ExportError::Unsupported(format!(
+                    "{}: task.sample_rate = {v} is not a usable sample rate",
+                    src.display()
+                ))
+            })? as u32,
+    };
+    let do_normalize = task
+        .get("normalize")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let files = FolderFiles {
+        config,
+        word_delimiter: vocab.iter().any(|t| t == "|").then(|| "|".to_string()),
+        vocab,
+        sample_rate,
+        do_normalize,
+    };
+    let source_sha256 = hash_files(&[src.to_path_buf()])?;
+    build_graph(src, files, ckpt.state_dict, source_sha256, options)
+}
+
+/// The float32 graph of `sd` under `files.config`, and the model's metadata.
+fn build_graph(
+    src: &Path,
+    files: FolderFiles,
+    sd: checkpoint::StateDict,
+    source_sha256: String,
+    options: &ExportOptions,
+) -> Result<(graph::GraphBuilder, ModelInfo), ExportError> {
     let cfg = &files.config;
     let model = wav2vec2::Wav2Vec2Graph::build(cfg, sd, options.opset.unwrap_or(DEFAULT_OPSET))
         .map_err(|e| ExportError::InCheckpoint {
@@ -498,7 +602,7 @@ fn build_hf_folder(
         exporter_version: env!("CARGO_PKG_VERSION").into(),
         raw,
     };
-    Ok((model.g, info, weight_files))
+    Ok((model.g, info))
 }
 
 fn check_options(options: &ExportOptions) -> Result<(), ExportError> {

@@ -1,9 +1,11 @@
 //! Checkpoint readers: Hugging Face weights as safetensors or pytorch `.bin` (optionally sharded),
+//! and fairseq `.pt` checkpoints with their dictionaries ([`fairseq`]),
 //! read into float32 tensors by name. Loading never executes code from the checkpoint.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub mod fairseq;
 pub mod pytorch;
 pub mod safetensors;
 
