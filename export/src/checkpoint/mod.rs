@@ -80,7 +80,7 @@ pub enum CheckpointError {
         format: &'static str,
         reason: String,
     },
-    #[error("{path}: refused to load: {reason} (checkpoints may only contain tensors)")]
+    #[error("{path}: refused to load: {reason} (checkpoints may only contain data, never code)")]
     Unsafe { path: PathBuf, reason: String },
     #[error("{path}: tensor `{name}` has unsupported element type {dtype}")]
     DType {
