@@ -219,11 +219,14 @@ impl Wav2Vec2Config {
             );
         }
         if let Some(archs) = &self.architectures {
-            if let Some(a) = archs.iter().find(|a| a.as_str() != "Wav2Vec2ForCTC") {
+            if let Some(a) = archs.iter().find(|a| {
+                !["Wav2Vec2ForCTC", "Wav2Vec2ForPreTraining", "Wav2Vec2Model"].contains(&a.as_str())
+            }) {
                 return bad(
                     "architectures",
                     format!("{a:?}"),
-                    "only Wav2Vec2ForCTC is supported",
+                    "supported: Wav2Vec2ForCTC, and pre-trained Wav2Vec2ForPreTraining / \
+                     Wav2Vec2Model given a new CTC head",
                 );
             }
         }
@@ -328,6 +331,33 @@ impl Wav2Vec2Config {
             );
         }
         Ok(())
+    }
+
+    /// A pre-trained model without a CTC head (`Wav2Vec2ForPreTraining`, `Wav2Vec2Model`).
+    pub fn is_pretrained_only(&self) -> bool {
+        self.architectures
+            .as_ref()
+            .is_some_and(|a| !a.is_empty() && a.iter().all(|a| a != "Wav2Vec2ForCTC"))
+    }
+
+    /// This configuration with a CTC head of `vocab_size` outputs whose blank is `pad_token_id`
+    /// (the config a pre-trained model is fine-tuned under).
+    pub fn with_ctc_head(
+        &self,
+        path: &Path,
+        vocab_size: usize,
+        pad_token_id: usize,
+    ) -> Result<Self, ConfigError> {
+        let mut raw = self.raw.clone();
+        if let Some(m) = raw.as_object_mut() {
+            m.insert(
+                "architectures".into(),
+                serde_json::json!(["Wav2Vec2ForCTC"]),
+            );
+            m.insert("vocab_size".into(), vocab_size.into());
+            m.insert("pad_token_id".into(), pad_token_id.into());
+        }
+        Self::from_value(path, raw)
     }
 
     pub fn feat_extract_norm(&self) -> FeatExtractNorm {
@@ -499,10 +529,11 @@ fn fairseq_to_hf(
     let conv_stride: Vec<usize> = layers.iter().map(|l| l.2).collect();
     // SpecAugment and LayerDrop of the fine-tuning run (fairseq's Wav2Vec2AsrConfig defaults),
     // or of pre-training.
-    let tuning = sections.ctc.as_ref().unwrap_or(m);
+    // A pre-trained model starts from fairseq's fine-tuning defaults (Wav2Vec2AsrConfig).
+    let defaults = serde_json::Map::new();
+    let tuning = sections.ctc.as_ref().unwrap_or(&defaults);
     let f = |k: &str, d: f64| tuning.get(k).and_then(Value::as_f64).unwrap_or(d);
     let n = |k: &str, d: u64| tuning.get(k).and_then(Value::as_u64).unwrap_or(d);
-    let ctc = sections.ctc.is_some();
     Ok(json!({
         "architectures": ["Wav2Vec2ForCTC"],
         "model_type": "wav2vec2",
@@ -527,11 +558,11 @@ fn fairseq_to_hf(
         "bos_token_id": 1,
         "eos_token_id": 2,
         "apply_spec_augment": true,
-        "mask_time_prob": f("mask_prob", if ctc { 0.5 } else { 0.65 }),
+        "mask_time_prob": f("mask_prob", 0.5),
         "mask_time_length": n("mask_length", 10),
         "mask_feature_prob": f("mask_channel_prob", 0.0),
         "mask_feature_length": n("mask_channel_length", 10),
-        "layerdrop": f(if ctc { "layerdrop" } else { "encoder_layerdrop" }, 0.0),
+        "layerdrop": f("layerdrop", 0.0),
         "fairseq": {"form": form, "model": m.get("_name").or_else(|| m.get("arch"))},
     }))
 }
@@ -670,7 +701,7 @@ mod tests {
             (r#"{"adapter_attn_dim": 16}"#, "adapter_attn_dim"),
             (r#"{"hidden_act": "mish"}"#, "hidden_act"),
             (
-                r#"{"architectures": ["Wav2Vec2ForPreTraining"]}"#,
+                r#"{"architectures": ["Wav2Vec2ForSequenceClassification"]}"#,
                 "architectures",
             ),
             (

@@ -192,6 +192,116 @@ pub struct ExportOptions {
     /// The fairseq dictionary of a fairseq checkpoint; `None`: the one beside it
     /// ([`checkpoint::fairseq::dictionary_beside`]).
     pub dict: Option<PathBuf>,
+    /// Give a pre-trained model (no CTC head) a freshly initialized one, to fine-tune it.
+    pub new_head: Option<NewHead>,
+}
+
+/// A freshly initialized, seeded CTC head for a pre-trained model (a Hugging Face
+/// `Wav2Vec2ForPreTraining` / `Wav2Vec2Model` folder or a fairseq pre-training checkpoint): as
+/// transformers initializes `lm_head`, weights N(0, `initializer_range`) and zero bias.
+#[derive(Clone, Debug)]
+pub struct NewHead {
+    /// Its vocabulary: a Hugging Face `vocab.json` or a fairseq dictionary (`dict.ltr.txt`).
+    pub vocab: PathBuf,
+    pub seed: u64,
+}
+
+impl NewHead {
+    /// The vocabulary by output index, and the blank's index (`<pad>`, else 0).
+    fn vocab(&self) -> Result<(Vec<String>, usize), ExportError> {
+        let path = &self.vocab;
+        let vocab = if path.extension().is_some_and(|e| e == "json") {
+            let json = read_json(path)?;
+            let size = json
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.values())
+                .filter_map(serde_json::Value::as_u64)
+                .max()
+                .map_or(0, |m| m as usize + 1);
+            vocab_from_json(path, &json, size)?
+        } else {
+            checkpoint::fairseq::read_dictionary(path)?
+        };
+        if vocab.len() < 2 {
+            return Err(ExportError::Vocab {
+                path: path.clone(),
+                reason: "a CTC vocabulary needs a blank and at least one token".into(),
+            });
+        }
+        let blank = vocab.iter().position(|t| t == "<pad>").unwrap_or(0);
+        Ok((vocab, blank))
+    }
+
+    /// `lm_head.weight` [vocab, hidden] and `lm_head.bias`, seeded.
+    fn tensors(
+        &self,
+        vocab: usize,
+        hidden: usize,
+        std: f64,
+    ) -> (checkpoint::Tensor, checkpoint::Tensor) {
+        // SplitMix64 and Box-Muller: the same head for the same seed on every platform.
+        let mut state = self.seed;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let mut uniform = move || ((next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let data = (0..vocab * hidden)
+            .map(|_| {
+                let (u, v) = (uniform(), uniform());
+                let n = (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos();
+                (n * std) as f32
+            })
+            .collect();
+        (
+            checkpoint::Tensor::new(vec![vocab, hidden], data),
+            checkpoint::Tensor::new(vec![vocab], vec![0.0; vocab]),
+        )
+    }
+
+    /// Add the head to a pre-trained model's weights under `config`; the config of the model
+    /// with it, and the vocabulary.
+    fn attach(
+        &self,
+        src: &Path,
+        config: &Wav2Vec2Config,
+        sd: &mut checkpoint::StateDict,
+    ) -> Result<(Wav2Vec2Config, Vec<String>), ExportError> {
+        let (vocab, blank) = self.vocab()?;
+        let std = config
+            .raw
+            .get("initializer_range")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.02);
+        let (w, b) = self.tensors(vocab.len(), config.hidden_size, std);
+        sd.insert("lm_head.weight".into(), w);
+        sd.insert("lm_head.bias".into(), b);
+        let config = config.with_ctc_head(src, vocab.len(), blank)?;
+        Ok((config, vocab))
+    }
+}
+
+/// The error for exporting a pre-trained model without a new head.
+fn no_ctc_head(src: &Path, what: &str, vocab: &str) -> ExportError {
+    ExportError::NoCtcHead {
+        path: src.to_path_buf(),
+        reason: format!(
+            "is a pre-trained model: it has no CTC head ({what}) to export; give it one by \
+             fine-tuning: w2v finetune --model {} --vocab {vocab} --data DATA.tsv --output DIR",
+            src.display()
+        ),
+    }
+}
+
+fn head_given_twice(src: &Path) -> ExportError {
+    ExportError::Unsupported(format!(
+        "{}: already has a CTC head; a new one (--vocab) is for pre-trained models only",
+        src.display()
+    ))
 }
 
 impl Default for ExportOptions {
@@ -207,6 +317,7 @@ impl Default for ExportOptions {
             max_wer_increase: None,
             skip_report: false,
             dict: None,
+            new_head: None,
         }
     }
 }
@@ -284,8 +395,20 @@ fn read_folder_files(dir: &Path) -> Result<FolderFiles, ExportError> {
         .or_else(|| Some("|".to_string()))
         .filter(|d| vocab.iter().any(|t| t == d));
 
+    let (sample_rate, do_normalize) = read_preprocessor(dir)?;
+    Ok(FolderFiles {
+        config,
+        vocab,
+        word_delimiter,
+        sample_rate,
+        do_normalize,
+    })
+}
+
+/// The sample rate and input normalization of a folder's `preprocessor_config.json`.
+fn read_preprocessor(dir: &Path) -> Result<(u32, bool), ExportError> {
     let pre_path = dir.join("preprocessor_config.json");
-    let (sample_rate, do_normalize) = if pre_path.is_file() {
+    Ok(if pre_path.is_file() {
         let pre = read_json(&pre_path)?;
         let sr = pre
             .get("sampling_rate")
@@ -308,13 +431,6 @@ fn read_folder_files(dir: &Path) -> Result<FolderFiles, ExportError> {
             pre_path.display()
         );
         (16000, true)
-    };
-    Ok(FolderFiles {
-        config,
-        vocab,
-        word_delimiter,
-        sample_rate,
-        do_normalize,
     })
 }
 
@@ -480,10 +596,46 @@ fn build_hf_folder(
     src: &Path,
     options: &ExportOptions,
 ) -> Result<(graph::GraphBuilder, ModelInfo, Vec<PathBuf>), ExportError> {
+    let config_path = src.join("config.json");
+    if config_path.is_file() && Wav2Vec2Config::read(&config_path)?.is_pretrained_only() {
+        return build_hf_pretrained(src, &config_path, options);
+    }
+    if options.new_head.is_some() {
+        return Err(head_given_twice(src));
+    }
     let files = read_folder_files(src)?;
     let (sd, weight_files) = checkpoint::load_state_dict(src)?;
     let source_sha256 = hash_files(&weight_files)?;
     tracing::info!(tensors = sd.len(), "read checkpoint");
+    let (g, info) = build_graph(src, files, sd, source_sha256, options)?;
+    Ok((g, info, weight_files))
+}
+
+/// A pre-trained Hugging Face folder (`Wav2Vec2ForPreTraining` / `Wav2Vec2Model`) with a new
+/// CTC head (`options.new_head`).
+fn build_hf_pretrained(
+    src: &Path,
+    config_path: &Path,
+    options: &ExportOptions,
+) -> Result<(graph::GraphBuilder, ModelInfo, Vec<PathBuf>), ExportError> {
+    let Some(head) = &options.new_head else {
+        return Err(no_ctc_head(src, "no lm_head", "vocab.json"));
+    };
+    let config = Wav2Vec2Config::read(config_path)?;
+    let (sample_rate, do_normalize) = read_preprocessor(src)?;
+    let (mut sd, weight_files) = checkpoint::load_state_dict(src)?;
+    if sd.contains_key("lm_head.weight") {
+        return Err(head_given_twice(src));
+    }
+    let (config, vocab) = head.attach(src, &config, &mut sd)?;
+    let files = FolderFiles {
+        config,
+        word_delimiter: vocab.iter().any(|t| t == "|").then(|| "|".to_string()),
+        vocab,
+        sample_rate,
+        do_normalize,
+    };
+    let source_sha256 = hash_files(&weight_files)?;
     let (g, info) = build_graph(src, files, sd, source_sha256, options)?;
     Ok((g, info, weight_files))
 }
@@ -503,14 +655,32 @@ fn build_fairseq(
         form = ckpt.sections.form,
         "read fairseq checkpoint"
     );
+    let mut ckpt = ckpt;
     if !ckpt.has_ctc_head() {
-        return Err(ExportError::NoCtcHead {
-            path: src.to_path_buf(),
-            reason: "is a pre-trained model: it has no CTC head (no w2v_encoder.proj) to export; \
-                     give it one by fine-tuning: w2v finetune --model CHECKPOINT --vocab \
-                     dict.ltr.txt --data DATA.tsv --output DIR"
-                .into(),
-        });
+        let Some(head) = &options.new_head else {
+            return Err(no_ctc_head(src, "no w2v_encoder.proj", "dict.ltr.txt"));
+        };
+        if options.dict.is_some() {
+            return Err(ExportError::Unsupported(
+                "--dict names a fine-tuned checkpoint's dictionary; a new head's vocabulary is \
+                 given with --vocab"
+                    .into(),
+            ));
+        }
+        let base = Wav2Vec2Config::from_fairseq(src, &ckpt.sections, 2)?;
+        let (config, vocab) = head.attach(src, &base, &mut ckpt.state_dict)?;
+        let files = FolderFiles {
+            config,
+            word_delimiter: vocab.iter().any(|t| t == "|").then(|| "|".to_string()),
+            vocab,
+            sample_rate: fairseq_sample_rate(src, &ckpt.sections.task)?,
+            do_normalize: fairseq_normalize(&ckpt.sections.task),
+        };
+        let source_sha256 = hash_files(&[src.to_path_buf()])?;
+        return build_graph(src, files, ckpt.state_dict, source_sha256, options);
+    }
+    if options.new_head.is_some() {
+        return Err(head_given_twice(src));
     }
     let head = &ckpt.state_dict["lm_head.weight"];
     let outputs = head.shape.first().copied().unwrap_or(0);
@@ -535,32 +705,42 @@ fn build_fairseq(
         });
     }
     let config = Wav2Vec2Config::from_fairseq(src, &ckpt.sections, outputs)?;
-    let task = &ckpt.sections.task;
-    let sample_rate = match task.get("sample_rate").filter(|v| !v.is_null()) {
-        None => 16000,
+    let files = FolderFiles {
+        config,
+        word_delimiter: vocab.iter().any(|t| t == "|").then(|| "|".to_string()),
+        vocab,
+        sample_rate: fairseq_sample_rate(src, &ckpt.sections.task)?,
+        do_normalize: fairseq_normalize(&ckpt.sections.task),
+    };
+    let source_sha256 = hash_files(&[src.to_path_buf()])?;
+    build_graph(src, files, ckpt.state_dict, source_sha256, options)
+}
+
+/// A fairseq task's `sample_rate` (default 16 kHz).
+fn fairseq_sample_rate(
+    src: &Path,
+    task: &serde_json::Map<String, serde_json::Value>,
+) -> Result<u32, ExportError> {
+    match task.get("sample_rate").filter(|v| !v.is_null()) {
+        None => Ok(16000),
         Some(v) => v
             .as_u64()
             .filter(|&r| r > 0 && r <= 192_000)
+            .map(|r| r as u32)
             .ok_or_else(|| {
                 ExportError::Unsupported(format!(
                     "{}: task.sample_rate = {v} is not a usable sample rate",
                     src.display()
                 ))
-            })? as u32,
-    };
-    let do_normalize = task
-        .get("normalize")
+            }),
+    }
+}
+
+/// A fairseq task's `normalize` (default false, as fairseq's).
+fn fairseq_normalize(task: &serde_json::Map<String, serde_json::Value>) -> bool {
+    task.get("normalize")
         .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
-    let files = FolderFiles {
-        config,
-        word_delimiter: vocab.iter().any(|t| t == "|").then(|| "|".to_string()),
-        vocab,
-        sample_rate,
-        do_normalize,
-    };
-    let source_sha256 = hash_files(&[src.to_path_buf()])?;
-    build_graph(src, files, ckpt.state_dict, source_sha256, options)
+        .unwrap_or(false)
 }
 
 /// The float32 graph of `sd` under `files.config`, and the model's metadata.

@@ -14,7 +14,7 @@ use w2v_engine::backend::tract::TractBackend;
 use w2v_engine::model_info::{keys, ModelInfo};
 use w2v_engine::{Backend, BackendOptions, Logits};
 use w2v_export::checkpoint::{fairseq, pytorch, CheckpointError};
-use w2v_export::{export, ExportError, ExportOptions, Wav2Vec2Config};
+use w2v_export::{export, ExportError, ExportOptions, NewHead, Wav2Vec2Config};
 
 const VARIANTS: [&str; 3] = ["base-cfg", "large-args", "layer-nobias-noproj"];
 
@@ -326,4 +326,82 @@ fn dictionary_is_found_beside_or_given() {
     };
     let e = export(&fixture("base-cfg/hf"), &dir.path().join("p.onnx"), &hf).unwrap_err();
     assert!(e.to_string().contains("--dict"), "{e}");
+}
+
+fn with_head(vocab: PathBuf, seed: u64) -> ExportOptions {
+    ExportOptions {
+        new_head: Some(NewHead { vocab, seed }),
+        ..Default::default()
+    }
+}
+
+/// A pre-trained fairseq checkpoint given a new, seeded CTC head: the same encoder as the
+/// fine-tuned base (its pre-training weights are the base's), a head of the dictionary's size,
+/// the same for the same seed and different for another.
+#[test]
+fn pretrained_fairseq_checkpoint_takes_a_new_seeded_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = checkpoint("pretrained");
+    let dict = fixture("base-cfg/dict.ltr.txt");
+    let (a, b, c) = (
+        dir.path().join("a.onnx"),
+        dir.path().join("b.onnx"),
+        dir.path().join("c.onnx"),
+    );
+    let s = export(&src, &a, &with_head(dict.clone(), 7)).unwrap();
+    export(&src, &b, &with_head(dict.clone(), 7)).unwrap();
+    export(&src, &c, &with_head(dict.clone(), 8)).unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert_ne!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
+    assert_eq!(s.info.vocab.len(), 32);
+    assert_eq!(s.info.vocab[0], "<pad>");
+    assert_eq!(s.info.pad_token_id, 0);
+    assert!(!s.info.do_normalize);
+    // Fine-tuning starts from fairseq's fine-tuning defaults, not pre-training's masking.
+    assert_eq!(s.info.config["mask_time_prob"], 0.5);
+    let mut tract = TractBackend::load(&a, &BackendOptions::default()).unwrap();
+    let case = &cases(&fixture("base-cfg"))[0];
+    let logits = tract.run(&case.batch()).unwrap();
+    assert_eq!(logits.vocab, 32);
+    assert!(logits.data.iter().all(|v| v.is_finite()));
+    // A fine-tuned checkpoint already has its head.
+    let e = export(&checkpoint("base-cfg"), &c, &with_head(dict, 7)).unwrap_err();
+    assert!(e.to_string().contains("already has a CTC head"), "{e}");
+}
+
+/// A Hugging Face pre-trained folder (Wav2Vec2ForPreTraining, no lm_head, no vocab.json): refused
+/// without a head, exported with one from a vocab.json.
+#[test]
+fn pretrained_hf_folder_takes_a_new_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("pre");
+    std::fs::create_dir(&folder).unwrap();
+    let hf = fixture("base-cfg/hf");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+    config["architectures"] = serde_json::json!(["Wav2Vec2ForPreTraining"]);
+    std::fs::write(folder.join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(
+        hf.join("preprocessor_config.json"),
+        folder.join("preprocessor_config.json"),
+    )
+    .unwrap();
+    let bytes = std::fs::read(hf.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("lm_head."))
+        .collect();
+    safetensors::serialize_to_file(kept, None, &folder.join("model.safetensors")).unwrap();
+
+    let out = dir.path().join("m.onnx");
+    let e = export(&folder, &out, &ExportOptions::default()).unwrap_err();
+    assert!(matches!(e, ExportError::NoCtcHead { .. }), "{e}");
+    assert!(e.to_string().contains("--vocab vocab.json"), "{e}");
+    let s = export(&folder, &out, &with_head(hf.join("vocab.json"), 1)).unwrap();
+    assert_eq!(s.info.vocab.len(), 32);
+    assert_eq!(s.info.config["architectures"][0], "Wav2Vec2ForCTC");
+    let cfg = Wav2Vec2Config::parse(Path::new("x"), &s.info.config.to_string()).unwrap();
+    assert_eq!((cfg.vocab_size, cfg.pad_token_id), (32, Some(0)));
 }
