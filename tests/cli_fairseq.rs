@@ -99,3 +99,55 @@ fn pretrained_checkpoint_export_says_how_to_get_a_head() {
     assert_one_error(&run, &["no CTC head", "w2v finetune"]);
     assert_dir_empty(dir.path());
 }
+
+/// `w2v finetune` starts a pre-trained fairseq checkpoint with a new CTC head from its
+/// dictionary, trains it, and the result transcribes.
+#[test]
+fn pretrained_checkpoint_is_fine_tuned_with_a_new_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let tsv = dir.path().join("train.tsv");
+    let rows: String = [
+        ("fsdd/0_george_0.wav", "zero"),
+        ("fsdd/1_george_0.wav", "one"),
+    ]
+    .iter()
+    .map(|(p, t)| format!("{}\t{t}\n", speech(p).display()))
+    .collect();
+    std::fs::write(&tsv, rows).unwrap();
+    let out = dir.path().join("run");
+    let src = fairseq_fixture("pretrained/checkpoint.pt");
+    let dict = fairseq_fixture("base-cfg/dict.ltr.txt");
+    let run = w2v([
+        "finetune".as_ref(),
+        "--model".as_ref(),
+        src.as_os_str(),
+        "--vocab".as_ref(),
+        dict.as_os_str(),
+        "--data".as_ref(),
+        tsv.as_os_str(),
+        "--output".as_ref(),
+        out.as_os_str(),
+        "--steps".as_ref(),
+        "2".as_ref(),
+        "--batch-seconds".as_ref(),
+        "30".as_ref(),
+        "--threads".as_ref(),
+        "1".as_ref(),
+    ]);
+    assert_ok(&run);
+    assert!(out.join("base.onnx").is_file() && out.join("model.onnx").is_file());
+    assert_transcribes(&out.join("model.onnx"));
+    // --vocab on an exported model is refused.
+    let again = w2v([
+        "finetune".as_ref(),
+        "--model".as_ref(),
+        out.join("model.onnx").as_os_str(),
+        "--vocab".as_ref(),
+        dict.as_os_str(),
+        "--data".as_ref(),
+        tsv.as_os_str(),
+        "--output".as_ref(),
+        dir.path().join("run2").as_os_str(),
+    ]);
+    assert_one_error(&again, &["--vocab", "already has one"]);
+}

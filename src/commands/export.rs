@@ -93,6 +93,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         max_wer_increase: args.max_wer_increase,
         skip_report: false,
         dict: args.dict,
+        new_head: None,
     };
     let summary = match w2v_export::export(&args.src, &args.output, &options) {
         Ok(s) => s,
