@@ -23,7 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Export a Hugging Face Wav2Vec2ForCTC folder to a self-describing ONNX model.
+    /// Export a Hugging Face Wav2Vec2ForCTC folder or a fairseq wav2vec 2.0 CTC checkpoint to a
+    /// self-describing ONNX model.
     Export(commands::export::Args),
     /// Print the metadata of a w2v ONNX model.
     Inspect(commands::inspect::Args),

@@ -1,7 +1,9 @@
-//! w2v exporter: Hugging Face `Wav2Vec2ForCTC` checkpoints to self-describing ONNX.
+//! w2v exporter: Hugging Face `Wav2Vec2ForCTC` checkpoints and fairseq wav2vec 2.0 CTC
+//! checkpoints to self-describing ONNX.
 //!
-//! `checkpoint` reads weights (safetensors, restricted-pickle `.bin`, shards), `config` the model
-//! configuration, `wav2vec2` builds the forward graph block by block, `graph` writes ONNX.
+//! `checkpoint` reads weights (safetensors, restricted-pickle `.bin`, shards, fairseq `.pt` with
+//! its dictionary), `config` the model configuration (a fairseq one mapped to the Hugging Face
+//! one), `wav2vec2` builds the forward graph block by block, `graph` writes ONNX.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,9 @@ pub enum ExportError {
     Checkpoint(#[from] CheckpointError),
     #[error("{path}: {reason}")]
     Vocab { path: PathBuf, reason: String },
+    /// A pre-trained model without a CTC head where one is needed.
+    #[error("{path}: {reason}")]
+    NoCtcHead { path: PathBuf, reason: String },
     #[error("{path}: invalid JSON: {reason}")]
     Json { path: PathBuf, reason: String },
     #[error("checkpoint has no tensor `{name}`")]
@@ -184,6 +189,119 @@ pub struct ExportOptions {
     pub max_wer_increase: Option<f64>,
     /// Skip the accuracy report (and the check) of reduced-precision exports.
     pub skip_report: bool,
+    /// The fairseq dictionary of a fairseq checkpoint; `None`: the one beside it
+    /// ([`checkpoint::fairseq::dictionary_beside`]).
+    pub dict: Option<PathBuf>,
+    /// Give a pre-trained model (no CTC head) a freshly initialized one, to fine-tune it.
+    pub new_head: Option<NewHead>,
+}
+
+/// A freshly initialized, seeded CTC head for a pre-trained model (a Hugging Face
+/// `Wav2Vec2ForPreTraining` / `Wav2Vec2Model` folder or a fairseq pre-training checkpoint): as
+/// transformers initializes `lm_head`, weights N(0, `initializer_range`) and zero bias.
+#[derive(Clone, Debug)]
+pub struct NewHead {
+    /// Its vocabulary: a Hugging Face `vocab.json` or a fairseq dictionary (`dict.ltr.txt`).
+    pub vocab: PathBuf,
+    pub seed: u64,
+}
+
+impl NewHead {
+    /// The vocabulary by output index, and the blank's index (`<pad>`, else 0).
+    fn vocab(&self) -> Result<(Vec<String>, usize), ExportError> {
+        let path = &self.vocab;
+        let vocab = if path.extension().is_some_and(|e| e == "json") {
+            let json = read_json(path)?;
+            let size = json
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.values())
+                .filter_map(serde_json::Value::as_u64)
+                .max()
+                .map_or(0, |m| m as usize + 1);
+            vocab_from_json(path, &json, size)?
+        } else {
+            checkpoint::fairseq::read_dictionary(path)?
+        };
+        if vocab.len() < 2 {
+            return Err(ExportError::Vocab {
+                path: path.clone(),
+                reason: "a CTC vocabulary needs a blank and at least one token".into(),
+            });
+        }
+        let blank = vocab.iter().position(|t| t == "<pad>").unwrap_or(0);
+        Ok((vocab, blank))
+    }
+
+    /// `lm_head.weight` [vocab, hidden] and `lm_head.bias`, seeded.
+    fn tensors(
+        &self,
+        vocab: usize,
+        hidden: usize,
+        std: f64,
+    ) -> (checkpoint::Tensor, checkpoint::Tensor) {
+        // SplitMix64 and Box-Muller: the same head for the same seed on every platform.
+        let mut state = self.seed;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let mut uniform = move || ((next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let data = (0..vocab * hidden)
+            .map(|_| {
+                let (u, v) = (uniform(), uniform());
+                let n = (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos();
+                (n * std) as f32
+            })
+            .collect();
+        (
+            checkpoint::Tensor::new(vec![vocab, hidden], data),
+            checkpoint::Tensor::new(vec![vocab], vec![0.0; vocab]),
+        )
+    }
+
+    /// Add the head to a pre-trained model's weights under `config`; the config of the model
+    /// with it, and the vocabulary.
+    fn attach(
+        &self,
+        src: &Path,
+        config: &Wav2Vec2Config,
+        sd: &mut checkpoint::StateDict,
+    ) -> Result<(Wav2Vec2Config, Vec<String>), ExportError> {
+        let (vocab, blank) = self.vocab()?;
+        let std = config
+            .raw
+            .get("initializer_range")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.02);
+        let (w, b) = self.tensors(vocab.len(), config.hidden_size, std);
+        sd.insert("lm_head.weight".into(), w);
+        sd.insert("lm_head.bias".into(), b);
+        let config = config.with_ctc_head(src, vocab.len(), blank)?;
+        Ok((config, vocab))
+    }
+}
+
+/// The error for exporting a pre-trained model without a new head.
+fn no_ctc_head(src: &Path, what: &str, vocab: &str) -> ExportError {
+    ExportError::NoCtcHead {
+        path: src.to_path_buf(),
+        reason: format!(
+            "is a pre-trained model: it has no CTC head ({what}) to export; give it one by \
+             fine-tuning: w2v finetune --model {} --vocab {vocab} --data DATA.tsv --output DIR",
+            src.display()
+        ),
+    }
+}
+
+fn head_given_twice(src: &Path) -> ExportError {
+    ExportError::Unsupported(format!(
+        "{}: already has a CTC head; a new one (--vocab) is for pre-trained models only",
+        src.display()
+    ))
 }
 
 impl Default for ExportOptions {
@@ -198,6 +316,8 @@ impl Default for ExportOptions {
             calibration_method: CalibrationMethod::Percentile,
             max_wer_increase: None,
             skip_report: false,
+            dict: None,
+            new_head: None,
         }
     }
 }
@@ -275,8 +395,20 @@ fn read_folder_files(dir: &Path) -> Result<FolderFiles, ExportError> {
         .or_else(|| Some("|".to_string()))
         .filter(|d| vocab.iter().any(|t| t == d));
 
+    let (sample_rate, do_normalize) = read_preprocessor(dir)?;
+    Ok(FolderFiles {
+        config,
+        vocab,
+        word_delimiter,
+        sample_rate,
+        do_normalize,
+    })
+}
+
+/// The sample rate and input normalization of a folder's `preprocessor_config.json`.
+fn read_preprocessor(dir: &Path) -> Result<(u32, bool), ExportError> {
     let pre_path = dir.join("preprocessor_config.json");
-    let (sample_rate, do_normalize) = if pre_path.is_file() {
+    Ok(if pre_path.is_file() {
         let pre = read_json(&pre_path)?;
         let sr = pre
             .get("sampling_rate")
@@ -299,13 +431,6 @@ fn read_folder_files(dir: &Path) -> Result<FolderFiles, ExportError> {
             pre_path.display()
         );
         (16000, true)
-    };
-    Ok(FolderFiles {
-        config,
-        vocab,
-        word_delimiter,
-        sample_rate,
-        do_normalize,
     })
 }
 
@@ -383,7 +508,16 @@ pub fn export(
             });
         }
     }
-    let (g, mut info, weight_files, fp32_source) = if src.is_file() {
+    let fairseq = src.is_file() && checkpoint::fairseq::is_torch_archive(src);
+    if options.dict.is_some() && !fairseq {
+        return Err(ExportError::Unsupported(
+            "--dict applies to fairseq checkpoints (.pt) only".into(),
+        ));
+    }
+    let (g, mut info, weight_files, fp32_source) = if fairseq {
+        let (model, info) = build_fairseq(src, options)?;
+        (model, info, vec![src.to_path_buf()], None)
+    } else if src.is_file() {
         let m = exported::read(src)?;
         if options.precision == Precision::Fp32 {
             return Err(ExportError::SourceModel {
@@ -462,11 +596,161 @@ fn build_hf_folder(
     src: &Path,
     options: &ExportOptions,
 ) -> Result<(graph::GraphBuilder, ModelInfo, Vec<PathBuf>), ExportError> {
+    let config_path = src.join("config.json");
+    if config_path.is_file() && Wav2Vec2Config::read(&config_path)?.is_pretrained_only() {
+        return build_hf_pretrained(src, &config_path, options);
+    }
+    if options.new_head.is_some() {
+        return Err(head_given_twice(src));
+    }
     let files = read_folder_files(src)?;
     let (sd, weight_files) = checkpoint::load_state_dict(src)?;
     let source_sha256 = hash_files(&weight_files)?;
     tracing::info!(tensors = sd.len(), "read checkpoint");
+    let (g, info) = build_graph(src, files, sd, source_sha256, options)?;
+    Ok((g, info, weight_files))
+}
 
+/// A pre-trained Hugging Face folder (`Wav2Vec2ForPreTraining` / `Wav2Vec2Model`) with a new
+/// CTC head (`options.new_head`).
+fn build_hf_pretrained(
+    src: &Path,
+    config_path: &Path,
+    options: &ExportOptions,
+) -> Result<(graph::GraphBuilder, ModelInfo, Vec<PathBuf>), ExportError> {
+    let Some(head) = &options.new_head else {
+        return Err(no_ctc_head(src, "no lm_head", "vocab.json"));
+    };
+    let config = Wav2Vec2Config::read(config_path)?;
+    let (sample_rate, do_normalize) = read_preprocessor(src)?;
+    let (mut sd, weight_files) = checkpoint::load_state_dict(src)?;
+    if sd.contains_key("lm_head.weight") {
+        return Err(head_given_twice(src));
+    }
+    let (config, vocab) = head.attach(src, &config, &mut sd)?;
+    let files = FolderFiles {
+        config,
+        word_delimiter: vocab.iter().any(|t| t == "|").then(|| "|".to_string()),
+        vocab,
+        sample_rate,
+        do_normalize,
+    };
+    let source_sha256 = hash_files(&weight_files)?;
+    let (g, info) = build_graph(src, files, sd, source_sha256, options)?;
+    Ok((g, info, weight_files))
+}
+
+/// The float32 graph and metadata of a fine-tuned fairseq wav2vec 2.0 CTC checkpoint, with the
+/// vocabulary of its fairseq dictionary (`options.dict`, or the one beside the checkpoint): the
+/// same model and metadata as the export of its transformers conversion, except that input
+/// normalization follows the checkpoint's `task.normalize` (the conversion script always turns
+/// it on).
+fn build_fairseq(
+    src: &Path,
+    options: &ExportOptions,
+) -> Result<(graph::GraphBuilder, ModelInfo), ExportError> {
+    let ckpt = checkpoint::fairseq::read(src)?;
+    tracing::info!(
+        tensors = ckpt.state_dict.len(),
+        form = ckpt.sections.form,
+        "read fairseq checkpoint"
+    );
+    let mut ckpt = ckpt;
+    if !ckpt.has_ctc_head() {
+        let Some(head) = &options.new_head else {
+            return Err(no_ctc_head(src, "no w2v_encoder.proj", "dict.ltr.txt"));
+        };
+        if options.dict.is_some() {
+            return Err(ExportError::Unsupported(
+                "--dict names a fine-tuned checkpoint's dictionary; a new head's vocabulary is \
+                 given with --vocab"
+                    .into(),
+            ));
+        }
+        let base = Wav2Vec2Config::from_fairseq(src, &ckpt.sections, 2)?;
+        let (config, vocab) = head.attach(src, &base, &mut ckpt.state_dict)?;
+        let files = FolderFiles {
+            config,
+            word_delimiter: vocab.iter().any(|t| t == "|").then(|| "|".to_string()),
+            vocab,
+            sample_rate: fairseq_sample_rate(src, &ckpt.sections.task)?,
+            do_normalize: fairseq_normalize(&ckpt.sections.task),
+        };
+        let source_sha256 = hash_files(&[src.to_path_buf()])?;
+        return build_graph(src, files, ckpt.state_dict, source_sha256, options);
+    }
+    if options.new_head.is_some() {
+        return Err(head_given_twice(src));
+    }
+    let head = &ckpt.state_dict["lm_head.weight"];
+    let outputs = head.shape.first().copied().unwrap_or(0);
+    let dict_path = match &options.dict {
+        Some(d) => d.clone(),
+        None => {
+            checkpoint::fairseq::dictionary_beside(src).ok_or_else(|| ExportError::MissingFile {
+                path: src.with_file_name("dict.ltr.txt"),
+                what: "fairseq dictionary beside the checkpoint; give one with --dict",
+            })?
+        }
+    };
+    let vocab = checkpoint::fairseq::read_dictionary(&dict_path)?;
+    if vocab.len() != outputs {
+        return Err(ExportError::Vocab {
+            path: dict_path,
+            reason: format!(
+                "has {} symbols with fairseq's 4 special ones, but the checkpoint's CTC head has \
+                 {outputs} outputs",
+                vocab.len()
+            ),
+        });
+    }
+    let config = Wav2Vec2Config::from_fairseq(src, &ckpt.sections, outputs)?;
+    let files = FolderFiles {
+        config,
+        word_delimiter: vocab.iter().any(|t| t == "|").then(|| "|".to_string()),
+        vocab,
+        sample_rate: fairseq_sample_rate(src, &ckpt.sections.task)?,
+        do_normalize: fairseq_normalize(&ckpt.sections.task),
+    };
+    let source_sha256 = hash_files(&[src.to_path_buf()])?;
+    build_graph(src, files, ckpt.state_dict, source_sha256, options)
+}
+
+/// A fairseq task's `sample_rate` (default 16 kHz).
+fn fairseq_sample_rate(
+    src: &Path,
+    task: &serde_json::Map<String, serde_json::Value>,
+) -> Result<u32, ExportError> {
+    match task.get("sample_rate").filter(|v| !v.is_null()) {
+        None => Ok(16000),
+        Some(v) => v
+            .as_u64()
+            .filter(|&r| r > 0 && r <= 192_000)
+            .map(|r| r as u32)
+            .ok_or_else(|| {
+                ExportError::Unsupported(format!(
+                    "{}: task.sample_rate = {v} is not a usable sample rate",
+                    src.display()
+                ))
+            }),
+    }
+}
+
+/// A fairseq task's `normalize` (default false, as fairseq's).
+fn fairseq_normalize(task: &serde_json::Map<String, serde_json::Value>) -> bool {
+    task.get("normalize")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// The float32 graph of `sd` under `files.config`, and the model's metadata.
+fn build_graph(
+    src: &Path,
+    files: FolderFiles,
+    sd: checkpoint::StateDict,
+    source_sha256: String,
+    options: &ExportOptions,
+) -> Result<(graph::GraphBuilder, ModelInfo), ExportError> {
     let cfg = &files.config;
     let model = wav2vec2::Wav2Vec2Graph::build(cfg, sd, options.opset.unwrap_or(DEFAULT_OPSET))
         .map_err(|e| ExportError::InCheckpoint {
@@ -498,7 +782,7 @@ fn build_hf_folder(
         exporter_version: env!("CARGO_PKG_VERSION").into(),
         raw,
     };
-    Ok((model.g, info, weight_files))
+    Ok((model.g, info))
 }
 
 fn check_options(options: &ExportOptions) -> Result<(), ExportError> {

@@ -8,55 +8,12 @@
 use std::path::Path;
 
 mod common;
-use common::{cases, fixtures, Case};
+use common::{cases, compare, fixtures, MAX_ABS_DIFF};
 
 use w2v_engine::backend::ort::{OrtBackend, OrtOptions};
 use w2v_engine::backend::tract::TractBackend;
 use w2v_engine::{Backend, BackendOptions};
 use w2v_export::ExportOptions;
-
-const MAX_ABS_DIFF: f32 = 1e-4;
-const TIE_MARGIN: f32 = 2e-4;
-
-fn compare(what: &str, case: &Case, got: &w2v_engine::Logits) {
-    assert_eq!(
-        vec![got.batch, got.frames, got.vocab],
-        case.logits_shape,
-        "{what}/{}: logits shape",
-        case.name
-    );
-    let mut max_diff = 0f32;
-    for (a, b) in got.data.iter().zip(&case.logits) {
-        max_diff = max_diff.max((a - b).abs());
-    }
-    assert!(
-        max_diff <= MAX_ABS_DIFF,
-        "{what}/{}: max |diff| {max_diff} > {MAX_ABS_DIFF}",
-        case.name
-    );
-    let v = got.vocab;
-    for (f, (row, reference)) in got.data.chunks(v).zip(case.logits.chunks(v)).enumerate() {
-        let mut sorted = reference.to_vec();
-        sorted.sort_by(|a, b| b.partial_cmp(a).unwrap());
-        if sorted[0] - sorted[1] <= TIE_MARGIN {
-            continue;
-        }
-        let argmax = |r: &[f32]| {
-            r.iter()
-                .enumerate()
-                .max_by(|a, b| a.1.partial_cmp(b.1).unwrap())
-                .unwrap()
-                .0
-        };
-        assert_eq!(
-            argmax(row),
-            argmax(reference),
-            "{what}/{}: argmax at frame {f}",
-            case.name
-        );
-    }
-    eprintln!("{what}/{}: max |diff| {max_diff:.2e}", case.name);
-}
 
 fn run_all(backend: &mut dyn Backend, what: &str, dir: &Path) -> Vec<w2v_engine::Logits> {
     let mut outputs = Vec::new();

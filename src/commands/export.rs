@@ -31,9 +31,14 @@ pub enum CalibrationMethod {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Hugging Face model folder (config.json, vocab.json, weights), or an fp32 ONNX model made
-    /// by `w2v export` (a fine-tuned one, say) to re-quantize at --precision fp16 or int8.
+    /// Hugging Face model folder (config.json, vocab.json, weights), a fine-tuned fairseq
+    /// wav2vec 2.0 CTC checkpoint (.pt), or an fp32 ONNX model made by `w2v export` (a
+    /// fine-tuned one, say) to re-quantize at --precision fp16 or int8.
     src: PathBuf,
+    /// The fairseq dictionary of a fairseq checkpoint [default: dict.ltr.txt, or the only
+    /// dict.*.txt, beside the checkpoint].
+    #[arg(long, value_name = "dict.ltr.txt")]
+    dict: Option<PathBuf>,
     /// Output ONNX file.
     #[arg(short, long)]
     output: PathBuf,
@@ -87,6 +92,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         },
         max_wer_increase: args.max_wer_increase,
         skip_report: false,
+        dict: args.dict,
+        new_head: None,
     };
     let summary = match w2v_export::export(&args.src, &args.output, &options) {
         Ok(s) => s,

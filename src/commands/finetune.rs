@@ -56,9 +56,14 @@ pub struct Args {
     /// Write a checkpoint every N updates (and at the end).
     #[arg(long, default_value_t = 100)]
     checkpoint_every: u64,
-    /// Seed of the data order.
+    /// Seed of the data order (and of a new CTC head, --vocab).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Start a pre-trained model (a Hugging Face Wav2Vec2ForPreTraining / Wav2Vec2Model folder
+    /// or a fairseq pre-training checkpoint) with a freshly initialized CTC head for this
+    /// vocabulary: a vocab.json or a fairseq dictionary (dict.ltr.txt).
+    #[arg(long, value_name = "vocab.json|dict.ltr.txt")]
+    vocab: Option<PathBuf>,
     /// Also train the convolutional feature encoder (frozen by default).
     #[arg(long)]
     train_feature_encoder: bool,
@@ -247,14 +252,29 @@ fn evaluate(trainer: &mut Trainer, set: &[(Vec<f32>, String)], vocab: &Vocabular
 pub fn run(args: Args) -> Result<ExitCode> {
     let start = Instant::now();
     let mut model_path = super::model::resolve_model(args.model.model.as_deref())?;
-    if model_path.is_dir() {
-        // A Hugging Face folder: export it at fp32 into the output folder first, so the run
-        // (and `--resume`) starts from a file whose hash goes into the lineage.
+    let checkpoint =
+        model_path.is_dir() || w2v_export::checkpoint::fairseq::is_torch_archive(&model_path);
+    if args.vocab.is_some() && !checkpoint {
+        bail!(
+            "{}: --vocab gives a pre-trained checkpoint (a Hugging Face folder or fairseq .pt) a \
+             new CTC head; an exported model already has one",
+            model_path.display()
+        );
+    }
+    if checkpoint {
+        // A Hugging Face folder or fairseq checkpoint: export it at fp32 into the output folder
+        // first, so the run (and `--resume`) starts from a file whose hash goes into the lineage.
         std::fs::create_dir_all(&args.output)
             .with_context(|| format!("{}: cannot create folder", args.output.display()))?;
         let base = args.output.join(BASE_MODEL_FILE);
-        let summary =
-            w2v_export::export(&model_path, &base, &w2v_export::ExportOptions::default())?;
+        let options = w2v_export::ExportOptions {
+            new_head: args.vocab.clone().map(|vocab| w2v_export::NewHead {
+                vocab,
+                seed: args.seed,
+            }),
+            ..Default::default()
+        };
+        let summary = w2v_export::export(&model_path, &base, &options)?;
         tracing::info!(
             "exported {} to {} ({} parameters)",
             model_path.display(),

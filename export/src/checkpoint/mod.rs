@@ -1,9 +1,11 @@
 //! Checkpoint readers: Hugging Face weights as safetensors or pytorch `.bin` (optionally sharded),
+//! and fairseq `.pt` checkpoints with their dictionaries ([`fairseq`]),
 //! read into float32 tensors by name. Loading never executes code from the checkpoint.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub mod fairseq;
 pub mod pytorch;
 pub mod safetensors;
 
@@ -78,7 +80,7 @@ pub enum CheckpointError {
         format: &'static str,
         reason: String,
     },
-    #[error("{path}: refused to load: {reason} (checkpoints may only contain tensors)")]
+    #[error("{path}: refused to load: {reason} (checkpoints may only contain data, never code)")]
     Unsafe { path: PathBuf, reason: String },
     #[error("{path}: tensor `{name}` has unsupported element type {dtype}")]
     DType {

@@ -26,13 +26,35 @@ const MAX_EXPANDED_ELEMENTS: usize = 1 << 24;
 /// Read every tensor of a torch.save zip-format state dict, converted to float32, in file order.
 /// Integer and bool buffers (e.g. `position_ids`) are skipped: the model has no use for them.
 pub fn read(path: &Path) -> Result<Vec<(String, Tensor)>, CheckpointError> {
-    let file = File::open(path).map_err(|e| CheckpointError::io(path, e))?;
-    // Buffered for the many small reads of the zip directory; storages are read in large chunks.
-    read_from(path, BufReader::new(file)).map_err(|f| f.at(path))
+    Ok(read_checkpoint(path, &[])?.tensors)
 }
 
-/// The reader behind [`read`]; `path` only names the file in errors.
-fn read_from<R: Read + Seek>(path: &Path, mut reader: R) -> Result<Vec<(String, Tensor)>, Fail> {
+/// A training checkpoint: its weights, and the top-level entries asked for beside them.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// The state dict's float tensors (the top level, or its `state_dict` / `model` entry).
+    pub tensors: Vec<(String, Tensor)>,
+    /// The asked-for top-level entries that exist, as JSON (see [`read_checkpoint`]).
+    pub entries: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Read a torch.save file's weights like [`read`], and the top-level entries named by `keys`
+/// (e.g. fairseq's `cfg` or `args`) as JSON: dicts and instances of the allowed data classes
+/// (an `argparse.Namespace`, say) become objects (with a `__class__` member for classes other
+/// than Namespace), lists and tuples arrays, tensors and bytes `null`. Only the weights' storages
+/// are read; tensors anywhere else (optimizer state) stay unread metadata.
+pub fn read_checkpoint(path: &Path, keys: &[&str]) -> Result<Checkpoint, CheckpointError> {
+    let file = File::open(path).map_err(|e| CheckpointError::io(path, e))?;
+    // Buffered for the many small reads of the zip directory; storages are read in large chunks.
+    read_from(path, BufReader::new(file), keys).map_err(|f| f.at(path))
+}
+
+/// The reader behind [`read_checkpoint`]; `path` only names the file in errors.
+fn read_from<R: Read + Seek>(
+    path: &Path,
+    mut reader: R,
+    keys: &[&str],
+) -> Result<Checkpoint, Fail> {
     let file_len = check_magic(&mut reader)?;
     let mut zip = ZipArchive::new(reader).map_err(Fail::zip)?;
     let prefix = record_prefix(&zip)?;
@@ -40,6 +62,8 @@ fn read_from<R: Read + Seek>(path: &Path, mut reader: R) -> Result<Vec<(String, 
     let pickle = read_entry(&mut zip, &format!("{prefix}data.pkl"), MAX_PICKLE_BYTES)?;
     let (root, objects) = Unpickler::new(&pickle).load()?;
     let entries = state_dict_entries(&objects, &root)?;
+    let json = top_level_json(&objects, &root, keys)?;
+    drop(objects);
     let mut storages = Storages::new(&mut zip, prefix, file_len, &entries);
     let mut out = Vec::with_capacity(entries.len());
     for (name, meta) in entries {
@@ -47,7 +71,10 @@ fn read_from<R: Read + Seek>(path: &Path, mut reader: R) -> Result<Vec<(String, 
             out.push((name, t));
         }
     }
-    Ok(out)
+    Ok(Checkpoint {
+        tensors: out,
+        entries: json,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -194,10 +221,9 @@ fn read_entry<R: Read + Seek>(
 #[derive(Clone, Debug)]
 enum Value {
     None,
-    // Values of these kinds are never inspected (e.g. requires_grad), only their presence.
-    Bool,
+    Bool(bool),
     Int(i64),
-    Float,
+    Float(f64),
     Str(Rc<str>),
     Bytes,
     Global(Global),
@@ -211,9 +237,9 @@ impl Value {
     fn kind(&self) -> &'static str {
         match self {
             Value::None => "None",
-            Value::Bool => "a bool",
+            Value::Bool(_) => "a bool",
             Value::Int(_) => "an int",
-            Value::Float => "a float",
+            Value::Float(_) => "a float",
             Value::Str(_) => "a str",
             Value::Bytes => "a bytes",
             Value::Global(_) => "a global",
@@ -233,10 +259,15 @@ enum Obj {
 
 /// An insertion-ordered dict. Only str and int keys are hashed (all a state dict uses); other
 /// keys are kept without de-duplication.
+///
+/// An instance of an allowed class ([`Global::Class`], `argparse.Namespace`) is a dict too: its
+/// class name, and its attributes (the state BUILD gives it) or items as entries. Nothing of the
+/// class is ever imported or run; the instance is data.
 #[derive(Debug, Default)]
 struct Dict {
     items: Vec<(Value, Value)>,
     index: HashMap<DictKey, usize>,
+    class: Option<&'static str>,
 }
 
 #[derive(Debug, Hash, PartialEq, Eq)]
@@ -268,7 +299,7 @@ impl Dict {
     }
 }
 
-/// The globals a state dict may name. None of them is ever imported or run: REDUCE on one of the
+/// The globals a checkpoint may name. None of them is ever imported or run: REDUCE on one of the
 /// callables is interpreted here.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Global {
@@ -278,6 +309,68 @@ enum Global {
     RebuildParameterWithState,
     /// A `torch.<X>Storage` class: only a tag for the element type in persistent ids.
     Storage(StorageType),
+    /// A class of plain data (`argparse.Namespace`) or of training bookkeeping that fairseq
+    /// checkpoints carry beside the weights ([`DATA_CLASSES`]): constructing it (REDUCE, NEWOBJ)
+    /// makes an inert instance holding whatever state the pickle gives it.
+    Class(&'static str),
+    /// A type named only as a value inside such bookkeeping ([`TYPE_NAMES`], e.g. omegaconf's
+    /// `ref_type: typing.Any`): never callable.
+    TypeName(&'static str),
+    /// `copyreg._reconstructor(cls, object, None)`, how protocols 0 and 1 build an instance of
+    /// `cls`: allowed only for a [`Global::Class`].
+    Reconstructor,
+    /// `_codecs.encode(text, "latin1")`: how protocol 2 spells a `bytes` value (a numpy scalar's
+    /// data, say). Interpreted as bytes, whose content is never needed.
+    Encode,
+}
+
+/// Classes whose instances are read as inert data: `argparse.Namespace` (fairseq's old `args`)
+/// and the classes of fairseq's training state (`extra_state` meters, hydra/omegaconf config
+/// nodes, numpy scalars in logged values). None is imported or constructed; an instance is a
+/// dict of the state the pickle gives it. Any other global is refused by name.
+const DATA_CLASSES: &[&str] = &[
+    "argparse.Namespace",
+    "fairseq.logging.meters.AverageMeter",
+    "fairseq.logging.meters.SumMeter",
+    "fairseq.logging.meters.ConcatTensorMeter",
+    "fairseq.logging.meters.TimeMeter",
+    "fairseq.logging.meters.StopwatchMeter",
+    "fairseq.logging.meters.MetersDict",
+    "omegaconf.dictconfig.DictConfig",
+    "omegaconf.listconfig.ListConfig",
+    "omegaconf.base.Metadata",
+    "omegaconf.base.ContainerMetadata",
+    "omegaconf.nodes.AnyNode",
+    "omegaconf.nodes.StringNode",
+    "omegaconf.nodes.IntegerNode",
+    "omegaconf.nodes.FloatNode",
+    "omegaconf.nodes.BooleanNode",
+    "omegaconf.nodes.EnumNode",
+    "numpy.dtype",
+    "numpy.core.multiarray.scalar",
+    "numpy._core.multiarray.scalar",
+];
+
+/// Types that appear as values in omegaconf metadata (`ref_type`, `object_type`, `key_type`).
+const TYPE_NAMES: &[&str] = &[
+    "typing.Any",
+    "builtins.object",
+    "builtins.dict",
+    "builtins.list",
+    "builtins.str",
+    "builtins.int",
+    "builtins.float",
+    "builtins.bool",
+];
+
+/// The table entry spelling `module.name`, if any.
+fn find_name(table: &[&'static str], module: &str, name: &str) -> Option<&'static str> {
+    table.iter().copied().find(|full| {
+        full.len() == module.len() + 1 + name.len()
+            && full.starts_with(module)
+            && full[module.len()..].starts_with('.')
+            && full.ends_with(name)
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -325,12 +418,30 @@ fn resolve_global(module: &str, name: &str) -> Result<Global, Fail> {
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, t)| Global::Storage(*t)),
-        _ => None,
+        ("copyreg", "_reconstructor") => Some(Global::Reconstructor),
+        ("_codecs", "encode") => Some(Global::Encode),
+        _ => find_name(DATA_CLASSES, module, name)
+            .map(Global::Class)
+            .or_else(|| find_name(TYPE_NAMES, module, name).map(Global::TypeName)),
     };
     global.ok_or_else(|| {
         let (module, name) = (module.escape_debug(), name.escape_debug());
         Fail::Unsafe(format!("global {module}.{name} is not allowed"))
     })
+}
+
+/// A global's name, for messages.
+fn global_name(g: Global) -> String {
+    match g {
+        Global::OrderedDict => "collections.OrderedDict".into(),
+        Global::RebuildTensorV2 => "torch._utils._rebuild_tensor_v2".into(),
+        Global::RebuildParameter => "torch._utils._rebuild_parameter".into(),
+        Global::RebuildParameterWithState => "torch._utils._rebuild_parameter_with_state".into(),
+        Global::Storage(_) => "a torch storage class".into(),
+        Global::Class(name) | Global::TypeName(name) => name.into(),
+        Global::Reconstructor => "copyreg._reconstructor".into(),
+        Global::Encode => "_codecs.encode".into(),
+    }
 }
 
 /// A storage named by a persistent id: `('storage', torch.<X>Storage, key, location, numel)`.
@@ -594,11 +705,12 @@ impl<'a> Unpickler<'a> {
             }
             0x8a => self.long1(),
             b'G' => {
-                self.input.take(8)?;
-                self.push(Value::Float)
+                let v = f64::from_be_bytes(self.input.array()?);
+                self.push(Value::Float(v))
             }
             b'N' => self.push(Value::None),
-            0x88 | 0x89 => self.push(Value::Bool),
+            0x88 => self.push(Value::Bool(true)),
+            0x89 => self.push(Value::Bool(false)),
             b'X' => {
                 let n = self.input.u32()?;
                 self.unicode(u64::from(n))
@@ -627,6 +739,8 @@ impl<'a> Unpickler<'a> {
             0x93 => self.stack_global(),
             b'Q' => self.persistent_load(),
             b'R' => self.reduce(),
+            0x81 => self.newobj(false),
+            0x92 => self.newobj(true),
             b'b' => self.build(),
             b's' => self.setitem(),
             b'u' => self.setitems(),
@@ -829,13 +943,70 @@ impl<'a> Unpickler<'a> {
 
     /// BUILD sets an object's state (`__setstate__`). A state dict's OrderedDict gets its
     /// `_metadata` attribute this way; tensors may get Python attributes. Both are irrelevant.
+    /// An instance of an allowed class takes a dict state (or the dict of a `(state, slots)`
+    /// pair) as its attributes: that is how an `argparse.Namespace` gets its fields.
     fn build(&mut self) -> Result<(), Fail> {
-        let _state = self.pop()?;
-        match self.top()? {
-            Value::Tensor(_) => Ok(()),
-            v @ Value::Obj(_) if matches!(self.obj(v), Some(Obj::Dict(_))) => Ok(()),
+        let state = self.pop()?;
+        let target = match self.top()? {
+            Value::Tensor(_) => return Ok(()),
+            v @ Value::Obj(i) if matches!(self.obj(v), Some(Obj::Dict(_))) => *i,
+            other => {
+                return Err(Fail::Unsafe(format!(
+                    "BUILD on {} is not allowed",
+                    other.kind()
+                )))
+            }
+        };
+        let Some(Obj::Dict(d)) = self.objects.get(target) else {
+            return Ok(());
+        };
+        if d.class.is_none() {
+            return Ok(());
+        }
+        let state = match self.obj(&state) {
+            Some(Obj::Tuple(items)) => items.first().cloned().unwrap_or(Value::None),
+            _ => state,
+        };
+        let items = match self.obj(&state) {
+            Some(Obj::Dict(s)) => s.items.clone(),
+            _ => return Ok(()), // other states (numpy's tuples, None) are not needed
+        };
+        if let Some(Obj::Dict(d)) = self.objects.get_mut(target) {
+            for (k, v) in items {
+                d.insert(k, v);
+            }
+        }
+        Ok(())
+    }
+
+    /// An inert instance of an allowed class.
+    fn instance(&mut self, class: &'static str) -> Value {
+        self.objects.push(Obj::Dict(Dict {
+            class: Some(class),
+            ..Dict::default()
+        }));
+        Value::Obj(self.objects.len() - 1)
+    }
+
+    /// NEWOBJ (`cls.__new__(cls, *args)`) and NEWOBJ_EX (with kwargs): only for allowed classes,
+    /// whose instance is made here without running anything.
+    fn newobj(&mut self, with_kwargs: bool) -> Result<(), Fail> {
+        if with_kwargs {
+            self.pop()?;
+        }
+        let _args = self.pop()?;
+        let cls = self.pop()?;
+        match cls {
+            Value::Global(Global::Class(class)) => {
+                let v = self.instance(class);
+                self.push(v)
+            }
+            Value::Global(g) => Err(Fail::Unsafe(format!(
+                "constructing {} is not allowed",
+                global_name(g)
+            ))),
             other => Err(Fail::Unsafe(format!(
-                "BUILD on {} is not allowed",
+                "NEWOBJ on {} is not allowed",
                 other.kind()
             ))),
         }
@@ -909,6 +1080,20 @@ impl<'a> Unpickler<'a> {
             (Global::Storage(_), _) => Err(Fail::Unsafe(
                 "calling a storage class is not allowed".into(),
             )),
+            (Global::Class(class), _) => Ok(self.instance(class)),
+            (Global::Reconstructor, [Value::Global(Global::Class(class)), _, _]) => {
+                Ok(self.instance(class))
+            }
+            (Global::Reconstructor, [Value::Global(g), ..]) => Err(Fail::Unsafe(format!(
+                "constructing {} is not allowed",
+                global_name(*g)
+            ))),
+            (Global::Reconstructor, _) => bad("copyreg._reconstructor without a class"),
+            (Global::TypeName(name), _) => {
+                Err(Fail::Unsafe(format!("calling {name} is not allowed")))
+            }
+            (Global::Encode, [Value::Str(_), Value::Str(_)]) => Ok(Value::Bytes),
+            (Global::Encode, _) => bad("_codecs.encode on something other than text"),
         }
     }
 
@@ -1041,6 +1226,84 @@ fn state_dict_entries(
             (other, _) => bad(format!("state dict key is {}, not a str", other.kind())),
         })
         .collect()
+}
+
+/// Most JSON values one checkpoint's configuration may expand to (memo references can make a
+/// small pickle describe a huge tree), and how deeply it may nest.
+const MAX_JSON_VALUES: usize = 1 << 20;
+const MAX_JSON_DEPTH: usize = 64;
+
+/// The top-level entries named by `keys`, as JSON.
+fn top_level_json(
+    objects: &[Obj],
+    root: &Value,
+    keys: &[&str],
+) -> Result<serde_json::Map<String, serde_json::Value>, Fail> {
+    let mut out = serde_json::Map::new();
+    let Some(Obj::Dict(top)) = (match root {
+        Value::Obj(i) => objects.get(*i),
+        _ => None,
+    }) else {
+        return Ok(out);
+    };
+    let mut budget = MAX_JSON_VALUES;
+    for key in keys {
+        if let Some(v) = top.get(key) {
+            out.insert(key.to_string(), to_json(objects, v, &mut budget, 0)?);
+        }
+    }
+    Ok(out)
+}
+
+fn to_json(
+    objects: &[Obj],
+    v: &Value,
+    budget: &mut usize,
+    depth: usize,
+) -> Result<serde_json::Value, Fail> {
+    use serde_json::Value as J;
+    if depth > MAX_JSON_DEPTH {
+        return bad(format!(
+            "configuration nests deeper than {MAX_JSON_DEPTH} levels"
+        ));
+    }
+    *budget = budget.checked_sub(1).ok_or_else(|| {
+        Fail::Format(format!(
+            "configuration has more than {MAX_JSON_VALUES} values"
+        ))
+    })?;
+    Ok(match v {
+        Value::None | Value::Bytes | Value::Storage(_) | Value::Tensor(_) => J::Null,
+        Value::Bool(b) => J::Bool(*b),
+        Value::Int(i) => J::from(*i),
+        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        Value::Str(s) => J::String(s.to_string()),
+        Value::Global(g) => J::String(global_name(*g)),
+        Value::Obj(i) => match objects.get(*i) {
+            Some(Obj::List(items) | Obj::Tuple(items)) => J::Array(
+                items
+                    .iter()
+                    .map(|x| to_json(objects, x, budget, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Some(Obj::Dict(d)) => {
+                let mut m = serde_json::Map::new();
+                if let Some(class) = d.class.filter(|c| *c != "argparse.Namespace") {
+                    m.insert("__class__".into(), J::String(class.into()));
+                }
+                for (k, x) in &d.items {
+                    let key = match k {
+                        Value::Str(s) => s.to_string(),
+                        Value::Int(i) => i.to_string(),
+                        _ => continue,
+                    };
+                    m.insert(key, to_json(objects, x, budget, depth + 1)?);
+                }
+                J::Object(m)
+            }
+            None => J::Null,
+        },
+    })
 }
 
 /// Storage bytes, read once per storage and kept only while later tensors still view them.
@@ -1240,7 +1503,9 @@ mod tests {
 
     fn read_bytes(bytes: Vec<u8>) -> Result<Vec<(String, Tensor)>, CheckpointError> {
         let path = Path::new("test.bin");
-        read_from(path, Cursor::new(bytes)).map_err(|f| f.at(path))
+        read_from(path, Cursor::new(bytes), &[])
+            .map(|c| c.tensors)
+            .map_err(|f| f.at(path))
     }
 
     fn unicode(s: &str) -> Vec<u8> {
@@ -1416,7 +1681,16 @@ mod tests {
     fn refused_opcodes_and_calls_are_named() {
         let cases: &[(&[u8], &str)] = &[
             (b"\x80\x02}N0.", "opcode POP"),
-            (b"\x80\x02}\x81.", "opcode NEWOBJ"),
+            (b"\x80\x02])\x81.", "NEWOBJ on a container"),
+            (
+                b"\x80\x02ccollections\nOrderedDict\n)\x81.",
+                "constructing collections.OrderedDict",
+            ),
+            (
+                b"\x80\x02ccopyreg\n_reconstructor\n(ctorch._utils\n_rebuild_parameter\nNNtR.",
+                "constructing torch._utils._rebuild_parameter",
+            ),
+            (b"\x80\x02ctyping\nAny\n)R.", "calling typing.Any"),
             (b"\x80\x02}\xff.", "unknown opcode 0xff"),
             (b"\x80\x02cbuiltins\ngetattr\n.", "global builtins.getattr"),
             (b"\x80\x02ctorch\nload\n.", "global torch.load"),
@@ -1432,6 +1706,21 @@ mod tests {
             let reason = unsafe_reason(pickle_only(pkl));
             assert!(reason.contains(want), "{want}: {reason}");
         }
+    }
+
+    #[test]
+    fn namespaces_and_plain_values_are_read_as_json() {
+        // pickle.dumps({"args": Namespace(a=1, b=True, c=0.5, d="x", e=None, f=[1, (2, 3)],
+        // w2v_args=Namespace(g=False)), "model": {}}, protocol=2)
+        let pkl: &[u8] = b"\x80\x02}q\x00(X\x04\x00\x00\x00argsq\x01cargparse\nNamespace\nq\x02)\x81q\x03}q\x04(X\x01\x00\x00\x00aq\x05K\x01X\x01\x00\x00\x00bq\x06\x88X\x01\x00\x00\x00cq\x07G?\xe0\x00\x00\x00\x00\x00\x00X\x01\x00\x00\x00dq\x08X\x01\x00\x00\x00xq\tX\x01\x00\x00\x00eq\nNX\x01\x00\x00\x00fq\x0b]q\x0c(K\x01K\x02K\x03\x86q\reX\x08\x00\x00\x00w2v_argsq\x0eh\x02)\x81q\x0f}q\x10X\x01\x00\x00\x00gq\x11\x89sbubX\x05\x00\x00\x00modelq\x12}q\x13u.";
+        let zip = zip_of(&[("archive/data.pkl", pkl)]);
+        let c = read_from(Path::new("t.pt"), Cursor::new(zip), &["args", "cfg"]).expect("valid");
+        assert!(c.tensors.is_empty());
+        assert_eq!(
+            serde_json::Value::Object(c.entries),
+            serde_json::json!({"args": {"a": 1, "b": true, "c": 0.5, "d": "x", "e": null,
+                "f": [1, [2, 3]], "w2v_args": {"g": false}}})
+        );
     }
 
     #[test]

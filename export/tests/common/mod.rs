@@ -95,3 +95,52 @@ pub fn cases(dir: &Path) -> Vec<Case> {
         })
         .collect()
 }
+
+/// Tolerance: max |logit difference| ≤ 1e-4 (logits are O(10); this is float32 reordering noise,
+/// far below any real error), and identical argmax on every frame whose reference top-2 margin
+/// exceeds 2e-4 (closer frames are ties within the tolerance).
+pub const MAX_ABS_DIFF: f32 = 1e-4;
+pub const TIE_MARGIN: f32 = 2e-4;
+
+/// Check logits against a reference case (shape, max |diff|, argmax off ties); returns the max
+/// |diff|.
+pub fn compare(what: &str, case: &Case, got: &w2v_engine::Logits) -> f32 {
+    assert_eq!(
+        vec![got.batch, got.frames, got.vocab],
+        case.logits_shape,
+        "{what}/{}: logits shape",
+        case.name
+    );
+    let mut max_diff = 0f32;
+    for (a, b) in got.data.iter().zip(&case.logits) {
+        max_diff = max_diff.max((a - b).abs());
+    }
+    assert!(
+        max_diff <= MAX_ABS_DIFF,
+        "{what}/{}: max |diff| {max_diff} > {MAX_ABS_DIFF}",
+        case.name
+    );
+    let v = got.vocab;
+    for (f, (row, reference)) in got.data.chunks(v).zip(case.logits.chunks(v)).enumerate() {
+        let mut sorted = reference.to_vec();
+        sorted.sort_by(|a, b| b.partial_cmp(a).unwrap());
+        if sorted[0] - sorted[1] <= TIE_MARGIN {
+            continue;
+        }
+        let argmax = |r: &[f32]| {
+            r.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.partial_cmp(b.1).unwrap())
+                .unwrap()
+                .0
+        };
+        assert_eq!(
+            argmax(row),
+            argmax(reference),
+            "{what}/{}: argmax at frame {f}",
+            case.name
+        );
+    }
+    eprintln!("{what}/{}: max |diff| {max_diff:.2e}", case.name);
+    max_diff
+}
