@@ -10,6 +10,7 @@ pub mod fs;
 pub mod grammar;
 pub mod lexicon;
 pub mod listen;
+pub mod lm;
 pub mod manifest;
 pub mod metrics;
 pub mod model_info;
