@@ -4,10 +4,12 @@
 
 pub mod audio;
 pub mod backend;
+pub mod beam;
 pub mod bench;
 pub mod ctc;
 pub mod fs;
 pub mod grammar;
+pub mod hotwords;
 pub mod lexicon;
 pub mod listen;
 pub mod lm;
