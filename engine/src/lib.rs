@@ -16,6 +16,7 @@ pub mod lm;
 pub mod manifest;
 pub mod metrics;
 pub mod model_info;
+pub mod npy;
 pub mod onnx_pb;
 
 pub use backend::{Backend, BackendError, BackendOptions, Batch, Logits};
