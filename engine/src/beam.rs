@@ -287,7 +287,7 @@ impl<'a> BeamDecoder<'a> {
         time_offset: f64,
     ) -> Vec<Hypothesis> {
         let v = self.vocab.len();
-        let frames = if v == 0 { 0 } else { logits.len() / v };
+        let frames = logits.len().checked_div(v).unwrap_or(0);
         let mut s = Search {
             d: self,
             texts: vec![TextNode {
