@@ -30,6 +30,8 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Transcribe audio files.
     Transcribe(commands::transcribe::Args),
+    /// Decode saved logits (.npy): greedy or beam search with an n-gram LM and hotwords.
+    Decode(commands::decode::Args),
     /// Word and character error rates on a labelled data set.
     Eval(commands::eval::Args),
     /// Fine-tune an fp32 model on labelled audio (CTC), on this device.
@@ -95,6 +97,7 @@ fn main() -> ExitCode {
         Command::Export(a) => commands::export::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Transcribe(a) => commands::transcribe::run(a),
+        Command::Decode(a) => commands::decode::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Finetune(a) => commands::finetune::run(a),
         Command::Bench(a) => commands::bench::run(a),

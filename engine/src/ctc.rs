@@ -140,6 +140,22 @@ impl Vocabulary {
         )
     }
 
+    /// A Hugging Face `vocab.json` file: the blank is `<pad>` (or `[PAD]`, `<blank>`, `""`), the
+    /// word delimiter `|` when present. Errors name the file.
+    pub fn from_vocab_json_file(path: &std::path::Path) -> Result<Self, String> {
+        let shown = path.display();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{shown}: not JSON: {e}"))?;
+        let tokens = tokens_from_vocab_json(&json, None).map_err(|e| format!("{shown}: {e}"))?;
+        let blank = ["<pad>", "[PAD]", "<blank>", ""]
+            .iter()
+            .find_map(|b| tokens.iter().position(|t| t == b))
+            .ok_or_else(|| format!("{shown}: no <pad> token to use as the CTC blank"))?;
+        Ok(Vocabulary::new(tokens, blank, Some("|".into())))
+    }
+
     /// Number of tokens, which is also the width of a logits row.
     pub fn len(&self) -> usize {
         self.tokens.len()
@@ -221,6 +237,53 @@ impl Vocabulary {
             Err(missing)
         }
     }
+}
+
+/// Hugging Face `vocab.json` (token → id) as a list indexed by id: `vocab_size` long when given
+/// (ids the file does not name, as a checkpoint may reserve more logits than tokens, decode to
+/// nothing), else one past the largest id. `Err` says what is wrong.
+pub fn tokens_from_vocab_json(
+    json: &serde_json::Value,
+    vocab_size: Option<usize>,
+) -> Result<Vec<String>, String> {
+    let map = json
+        .as_object()
+        .ok_or("expected a JSON object of token → id")?;
+    // Multilingual checkpoints nest vocabularies by language; we need a flat one.
+    if map.values().any(|v| v.is_object()) {
+        return Err("per-language (nested) vocabularies are not supported".into());
+    }
+    let mut ids = Vec::with_capacity(map.len());
+    for (token, id) in map {
+        let id = id
+            .as_u64()
+            .ok_or_else(|| format!("token {token:?} has a non-integer id {id}"))?;
+        ids.push((token, id as usize));
+    }
+    let size = match vocab_size {
+        Some(n) => n,
+        None => ids.iter().map(|&(_, id)| id + 1).max().unwrap_or(0),
+    };
+    if size > 1 << 24 {
+        return Err(format!(
+            "a vocabulary of {size} tokens is implausibly large"
+        ));
+    }
+    let mut vocab = vec![String::new(); size];
+    let mut seen = vec![false; size];
+    for (token, id) in ids {
+        if id >= size {
+            return Err(format!(
+                "token {token:?} has id {id}, but the model has only {size} logits"
+            ));
+        }
+        if seen[id] {
+            return Err(format!("id {id} is used by more than one token"));
+        }
+        seen[id] = true;
+        vocab[id] = token.clone();
+    }
+    Ok(vocab)
 }
 
 /// Natural-log softmax of one frame of logits, in place.

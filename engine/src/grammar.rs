@@ -88,6 +88,16 @@ pub enum GrammarError {
         phrase: String,
         what: String,
     },
+    #[error("{path}:{line}: {what}")]
+    BadLine {
+        path: String,
+        line: usize,
+        what: String,
+    },
+    #[error(
+        "{path}: no hotword phrases (write one phrase per line, optionally ending in ` :WEIGHT`)"
+    )]
+    NoHotwords { path: String },
     #[error("{path}: no words (list them separated by spaces or newlines; `#` starts a comment)")]
     NoWords { path: String },
     #[error("{path}:{line}: word {word:?}: {what} is not in the model's vocabulary")]

@@ -4,15 +4,19 @@
 
 pub mod audio;
 pub mod backend;
+pub mod beam;
 pub mod bench;
 pub mod ctc;
 pub mod fs;
 pub mod grammar;
+pub mod hotwords;
 pub mod lexicon;
 pub mod listen;
+pub mod lm;
 pub mod manifest;
 pub mod metrics;
 pub mod model_info;
+pub mod npy;
 pub mod onnx_pb;
 
 pub use backend::{Backend, BackendError, BackendOptions, Batch, Logits};

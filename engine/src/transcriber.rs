@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::audio::normalize;
 use crate::backend::{Backend, BackendError, Batch, Logits};
+use crate::beam::BeamSetup;
 use crate::ctc::{greedy_decode, Transcript, Vocabulary, Word};
 use crate::lexicon::Lexicon;
 use crate::model_info::ModelInfo;
@@ -128,6 +129,9 @@ pub struct Transcriber<B: Backend> {
     pub plan: ChunkPlan,
     /// Restrict transcripts to these words (lexicon-constrained decoding); greedy when `None`.
     pub lexicon: Option<Lexicon>,
+    /// Beam search (with its LM and hotwords) instead of greedy decoding; the lexicon, when
+    /// both are set, wins.
+    pub beam: Option<BeamSetup>,
 }
 
 impl<B: Backend> Transcriber<B> {
@@ -143,6 +147,7 @@ impl<B: Backend> Transcriber<B> {
             vocab,
             plan: ChunkPlan::default(),
             lexicon: None,
+            beam: None,
         }
     }
 
@@ -205,10 +210,21 @@ impl<B: Backend> Transcriber<B> {
 
     /// Transcribe one file's samples (mono, at the model's sample rate).
     pub fn transcribe(&mut self, audio: &[f32]) -> Result<FileTranscript, BackendError> {
+        self.transcribe_keeping_logits(audio).map(|(t, _)| t)
+    }
+
+    /// [`Transcriber::transcribe`], also returning the stitched logits `[frames, vocab]`.
+    pub fn transcribe_keeping_logits(
+        &mut self,
+        audio: &[f32],
+    ) -> Result<(FileTranscript, Logits), BackendError> {
         let start = Instant::now();
         let logits = self.logits(audio)?;
         let t = self.decode(logits.row(0), self.seconds_per_frame());
-        Ok(self.finish(t, audio.len(), start.elapsed().as_secs_f64()))
+        Ok((
+            self.finish(t, audio.len(), start.elapsed().as_secs_f64()),
+            logits,
+        ))
     }
 
     /// Transcribe several utterances in one batch (each shorter than a window). Models with an
@@ -259,11 +275,17 @@ impl<B: Backend> Transcriber<B> {
             .collect())
     }
 
-    /// One utterance's logits to words: greedy, or constrained to [`Transcriber::lexicon`].
+    /// One utterance's logits to words: greedy, constrained to [`Transcriber::lexicon`], or by
+    /// [`Transcriber::beam`] search.
     fn decode(&self, logits: &[f32], seconds_per_frame: f64) -> Transcript {
-        match &self.lexicon {
-            Some(lex) => lex.decode(logits, &self.vocab, seconds_per_frame, 0.0),
-            None => greedy_decode(logits, &self.vocab, seconds_per_frame, 0.0),
+        match (&self.lexicon, &self.beam) {
+            (Some(lex), _) => lex.decode(logits, &self.vocab, seconds_per_frame, 0.0),
+            (None, Some(beam)) => {
+                beam.decode(&self.vocab, logits, seconds_per_frame, 0.0)
+                    .swap_remove(0)
+                    .transcript
+            }
+            (None, None) => greedy_decode(logits, &self.vocab, seconds_per_frame, 0.0),
         }
     }
 

@@ -434,45 +434,19 @@ fn read_preprocessor(dir: &Path) -> Result<(u32, bool), ExportError> {
     })
 }
 
-/// `vocab.json` (token → id) as a list indexed by id, `vocab_size` long. Ids the file does not
-/// name (a checkpoint may reserve more logits than tokens) decode to nothing.
+/// `vocab.json` (token → id) as a list indexed by id, `vocab_size` long (see
+/// [`w2v_engine::ctc::tokens_from_vocab_json`]).
 fn vocab_from_json(
     path: &Path,
     json: &serde_json::Value,
     vocab_size: usize,
 ) -> Result<Vec<String>, ExportError> {
-    let err = |reason: String| ExportError::Vocab {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let map = json
-        .as_object()
-        .ok_or_else(|| err("expected a JSON object of token → id".into()))?;
-    // Multilingual checkpoints nest vocabularies by language; we need a flat one.
-    if map.values().any(|v| v.is_object()) {
-        return Err(err(
-            "per-language (nested) vocabularies are not supported".into()
-        ));
-    }
-    let mut vocab = vec![String::new(); vocab_size];
-    let mut seen = vec![false; vocab_size];
-    for (token, id) in map {
-        let id = id
-            .as_u64()
-            .ok_or_else(|| err(format!("token {token:?} has a non-integer id {id}")))?
-            as usize;
-        if id >= vocab_size {
-            return Err(err(format!(
-                "token {token:?} has id {id}, but the model has only {vocab_size} logits"
-            )));
+    w2v_engine::ctc::tokens_from_vocab_json(json, Some(vocab_size)).map_err(|reason| {
+        ExportError::Vocab {
+            path: path.to_path_buf(),
+            reason,
         }
-        if seen[id] {
-            return Err(err(format!("id {id} is used by more than one token")));
-        }
-        seen[id] = true;
-        vocab[id] = token.clone();
-    }
-    Ok(vocab)
+    })
 }
 
 /// sha256 over the weight files, in order.

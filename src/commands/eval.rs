@@ -8,8 +8,11 @@ use w2v_engine::manifest::read_manifest;
 use w2v_engine::metrics::{char_errors, word_errors, EditCounts};
 use w2v_engine::transcriber::{ChunkPlan, Transcriber};
 
+use super::decoder::DecoderArgs;
 use super::model::{open_backend, ModelArgs};
-use super::transcribe::{is_model_failure, progress_bar, transcribe_file, use_word_list};
+use super::transcribe::{
+    is_model_failure, progress_bar, transcribe_file, use_decoder, use_word_list,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,17 +30,22 @@ pub struct Args {
     /// Decode constrained to the words listed in this file, as `w2v transcribe --words`.
     #[arg(long, value_name = "WORDS.txt")]
     words: Option<PathBuf>,
+    #[command(flatten)]
+    decoder: DecoderArgs,
 }
 
 #[derive(Serialize)]
 struct Report {
     model: String,
     backend: &'static str,
-    /// `greedy`, or `lexicon` with `--words`.
+    /// `greedy`, `lexicon` with `--words`, or `beam`.
     decoding: &'static str,
     /// The `--words` file.
     #[serde(skip_serializing_if = "Option::is_none")]
     words_file: Option<String>,
+    /// The `--lm` file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lm_file: Option<String>,
     utterances: usize,
     failed: usize,
     wer: f64,
@@ -56,6 +64,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let chunk_seconds = ChunkPlan::default().chunk_seconds;
     let mut t = Transcriber::new(open_backend(&args.model, chunk_seconds)?.backend);
     use_word_list(&mut t, args.words.as_deref())?;
+    use_decoder(&mut t, &args.decoder)?;
     let start = Instant::now();
     let bar = progress_bar(rows.len() as u64, "evaluating");
     let (mut words, mut chars) = (EditCounts::default(), EditCounts::default());
@@ -92,10 +101,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         backend: t.backend_name(),
         decoding: if t.lexicon.is_some() {
             "lexicon"
+        } else if t.beam.is_some() {
+            "beam"
         } else {
             "greedy"
         },
         words_file: args.words.as_ref().map(|p| p.display().to_string()),
+        lm_file: args.decoder.lm.as_ref().map(|p| p.display().to_string()),
         utterances: rows.len() - failed,
         failed,
         wer: words.rate(),

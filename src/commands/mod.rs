@@ -1,4 +1,6 @@
 pub mod bench;
+pub mod decode;
+pub mod decoder;
 pub mod doctor;
 pub mod eval;
 pub mod export;

@@ -12,6 +12,7 @@ use w2v_engine::lexicon::Lexicon;
 use w2v_engine::transcriber::{FileTranscript, Transcriber};
 use w2v_engine::{Backend, BackendError};
 
+use super::decoder::DecoderArgs;
 use super::model::{open_backend, ModelArgs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -41,6 +42,18 @@ pub struct Args {
     /// best-scoring sequence of them, instead of free spelling (lexicon-constrained decoding).
     #[arg(long, value_name = "WORDS.txt")]
     words: Option<PathBuf>,
+    #[command(flatten)]
+    decoder: DecoderArgs,
+    /// Also save each file's logits as DIR/<file name>.npy (float32, [frames, vocab]), for
+    /// `w2v decode`.
+    #[arg(long, value_name = "DIR")]
+    dump_logits: Option<PathBuf>,
+}
+
+/// With `--lm`, `--hotwords` or `--decoder beam`: decode `t`'s logits by beam search.
+pub fn use_decoder<B: Backend>(t: &mut Transcriber<B>, decoder: &DecoderArgs) -> Result<()> {
+    t.beam = decoder.setup(t.vocab(), 1)?;
+    Ok(())
 }
 
 /// With `--words`: constrain `t`'s decoding to the listed words.
@@ -93,16 +106,45 @@ pub fn transcribe_file<B: Backend>(t: &mut Transcriber<B>, path: &Path) -> Resul
         .with_context(|| path.display().to_string())
 }
 
+/// [`transcribe_file`], saving the logits as `dir/<file name>.npy`.
+fn transcribe_and_dump<B: Backend>(
+    t: &mut Transcriber<B>,
+    path: &Path,
+    dir: &Path,
+) -> Result<FileTranscript> {
+    let samples = audio::load(path, t.info().sample_rate)?;
+    let (tr, logits) = t
+        .transcribe_keeping_logits(&samples)
+        .with_context(|| path.display().to_string())?;
+    let name = path.file_name().unwrap_or(path.as_os_str());
+    let mut out_name = name.to_os_string();
+    out_name.push(".npy");
+    let out = dir.join(out_name);
+    let bytes = w2v_engine::npy::encode_logits(logits.row(0), logits.frames, logits.vocab);
+    w2v_engine::fs::atomic_write_bytes(&out, &bytes)
+        .with_context(|| format!("{}: cannot write", out.display()))?;
+    Ok(tr)
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     let mut t = Transcriber::new(open_backend(&args.model, args.chunk_seconds)?.backend);
     t.plan.chunk_seconds = args.chunk_seconds;
     use_word_list(&mut t, args.words.as_deref())?;
+    use_decoder(&mut t, &args.decoder)?;
+    if let Some(dir) = &args.dump_logits {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create the directory", dir.display()))?;
+    }
     let bar = progress_bar(args.files.len() as u64, "transcribing");
     let many = args.files.len() > 1;
     let mut failures = Vec::new();
     let stdout = std::io::stdout();
     for path in &args.files {
-        match transcribe_file(&mut t, path) {
+        let result = match &args.dump_logits {
+            Some(dir) => transcribe_and_dump(&mut t, path, dir),
+            None => transcribe_file(&mut t, path),
+        };
+        match result {
             Ok(tr) => {
                 let mut out = stdout.lock();
                 match args.format {

@@ -1,0 +1,761 @@
+//! CTC prefix beam search with an n-gram language model and hotwords.
+//!
+//! The search follows pyctcdecode's (`BeamSearchDecoderCTC`): a beam is a prefix of completed
+//! words, the partial word being spelled and the last token emitted (the blank included), which
+//! tells a repeated token (collapsed) from a new one; beams reaching the same prefix merge by
+//! summing their probabilities. Per frame only tokens with log-probability at least
+//! `token_min_logp`, and the frame's best token, are tried; beams more than `-beam_prune_logp`
+//! below the best and beyond the best `beam_width` are dropped. Log-probabilities are clipped to
+//! `[ln 1e-15, 0]`, as pyctcdecode does.
+//!
+//! A beam's score is its acoustic log-probability plus, when a word is completed, `alpha ·
+//! ln(10) · log10 p_LM(word | words before) + beta` (`--lm-weight`, `--word-score`; a word the
+//! LM does not know also gets `unk_score` added to its log10 probability, pyctcdecode's
+//! convention), plus `unk_score` for a partial word that starts no known word (scaled by its
+//! length beyond 6 characters), plus the hotword bonus. The sentence end adds `log10 p(</s>)`.
+//!
+//! Two modes differ in details:
+//!
+//! * [`Mode::PyCtcDecode`] reproduces pyctcdecode 0.5's top transcript on the same log-probs and
+//!   settings: its hotword scorer (every word of a phrase is a separate hotword, order ignored;
+//!   see [`UnigramHotwords`]), its known-unigram rule (the ARPA 1-grams with a back-off field),
+//!   and its scoring of a transcript that ends in a word delimiter (an empty word, scored as
+//!   `<unk>`, before `</s>`).
+//! * [`Mode::Native`] (the default) uses phrase-aware hotwords ([`ContextGraph`]: order
+//!   enforced, partial credit taken back), never prunes a token that continues a beam's hotword
+//!   (so a hotword the acoustics rank below `token_min_logp` can still win), scores only `</s>`
+//!   after a trailing delimiter, and counts all 1-grams as known words.
+//!
+//! Word times and confidences come from the best path of each hypothesis, exactly as greedy
+//! decoding reports them ([`crate::ctc::segment_words`]). With beam width 1, no LM and no
+//! hotwords the result is greedy decoding's.
+
+use std::collections::HashMap;
+
+use crate::ctc::{
+    collapse_tokens, log_softmax_in_place, segment_words, TokenKind, Transcript, Vocabulary,
+};
+use crate::hotwords::{ContextGraph, GraphState, UnigramHotwords};
+use crate::lm::{LmState, NgramLm, WordId};
+
+/// pyctcdecode's clipping floor: `ln(1e-15)`.
+const MIN_LOGP: f64 = -34.538_776_394_910_684;
+/// log(10), to turn log10 LM scores into natural-log units.
+const LN_10: f64 = std::f64::consts::LN_10;
+/// Partial words longer than this many characters get a proportionally larger unknown-word
+/// penalty (pyctcdecode's `AVG_TOKEN_LEN`).
+const AVG_WORD_LEN: usize = 6;
+
+/// Which details of the search to follow (see the [module docs](self)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Native,
+    PyCtcDecode,
+}
+
+/// Search settings; the defaults are pyctcdecode's.
+#[derive(Clone, Debug)]
+pub struct BeamOptions {
+    pub beam_width: usize,
+    /// Beams scoring this far below the best (natural log) are dropped.
+    pub beam_prune_logp: f64,
+    /// Tokens below this log-probability are not tried (except the frame's best, and in native
+    /// mode hotword continuations).
+    pub token_min_logp: f64,
+    /// LM weight alpha (applied to natural-log LM scores).
+    pub lm_weight: f64,
+    /// Score per completed word, beta.
+    pub word_score: f64,
+    /// Added to the log10 LM score of a word the LM does not know, and the penalty of a partial
+    /// word that starts no known word.
+    pub unk_score: f64,
+    /// Default bonus per completed hotword (phrases may set their own).
+    pub hotword_weight: f64,
+    /// How many hypotheses to return.
+    pub nbest: usize,
+    pub mode: Mode,
+}
+
+impl Default for BeamOptions {
+    fn default() -> Self {
+        BeamOptions {
+            beam_width: 100,
+            beam_prune_logp: -10.0,
+            token_min_logp: -5.0,
+            lm_weight: 0.5,
+            word_score: 1.5,
+            unk_score: -10.0,
+            hotword_weight: 10.0,
+            nbest: 1,
+            mode: Mode::Native,
+        }
+    }
+}
+
+/// One hypothesis of [`BeamDecoder::decode`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Hypothesis {
+    #[serde(flatten)]
+    pub transcript: Transcript,
+    /// The search score (acoustic + LM + hotwords), natural log.
+    pub score: f64,
+    /// The acoustic part: log-probability of the prefix (summed over merged paths).
+    pub logit_score: f64,
+}
+
+/// The language model as the decoder uses it: the ARPA model and the known words.
+pub struct LanguageModel {
+    lm: NgramLm,
+    /// Sorted lower-case known words (for partial-word checks), `None`: every partial word is
+    /// unknown (pyctcdecode without unigrams).
+    unigrams: Option<Vec<String>>,
+    /// Whether the unigram list is non-empty (pyctcdecode checks words against it only then).
+    check_list: bool,
+}
+
+impl LanguageModel {
+    /// Known words: the ARPA's 1-grams (except `<s>`, `</s>`, `<unk>`); in pyctcdecode's mode
+    /// only those with a back-off field, as its `load_unigram_set_from_arpa` reads them.
+    pub fn new(lm: NgramLm, mode: Mode) -> Self {
+        let mut words: Vec<String> = (0..lm.vocab_len() as WordId)
+            .filter(|&id| id != lm.unk() && id != lm.bos() && id != lm.eos())
+            .filter(|&id| mode == Mode::Native || lm.unigram_has_backoff(id))
+            .map(|id| lm.word(id).to_string())
+            .collect();
+        words.sort();
+        words.dedup();
+        let check_list = !words.is_empty();
+        LanguageModel {
+            lm,
+            unigrams: Some(words),
+            check_list,
+        }
+    }
+
+    /// With an explicit list of known words (pyctcdecode's `unigrams` argument): `None` for
+    /// none at all. Words the LM does not have are dropped, as pyctcdecode does.
+    pub fn with_unigrams(lm: NgramLm, unigrams: Option<&[&str]>) -> Self {
+        let unigrams = unigrams.map(|list| {
+            let mut words: Vec<String> = list
+                .iter()
+                .map(|w| w.to_lowercase())
+                .filter(|w| lm.contains(w) || w == "<s>" || w == "</s>")
+                .collect();
+            words.sort();
+            words.dedup();
+            words
+        });
+        let check_list = unigrams.as_ref().is_some_and(|u| !u.is_empty());
+        LanguageModel {
+            lm,
+            unigrams,
+            check_list,
+        }
+    }
+
+    pub fn model(&self) -> &NgramLm {
+        &self.lm
+    }
+
+    fn is_known(&self, word: &str) -> bool {
+        match &self.unigrams {
+            Some(list) if self.check_list => {
+                list.binary_search_by(|w| w.as_str().cmp(word)).is_ok()
+            }
+            _ => true,
+        }
+    }
+
+    fn starts_known_word(&self, partial: &str) -> bool {
+        match &self.unigrams {
+            None => false,
+            Some(list) => {
+                let from = list.partition_point(|w| w.as_str() < partial);
+                list.get(from).is_some_and(|w| w.starts_with(partial))
+            }
+        }
+    }
+}
+
+/// Hotwords in the form the mode uses.
+pub enum Hotwords {
+    Graph(ContextGraph),
+    Unigrams(UnigramHotwords),
+}
+
+/// A reusable decoder: vocabulary, optional LM and hotwords, options.
+pub struct BeamDecoder<'a> {
+    vocab: &'a Vocabulary,
+    lm: Option<&'a LanguageModel>,
+    hotwords: Option<&'a Hotwords>,
+    opts: BeamOptions,
+}
+
+const NONE: u32 = u32::MAX;
+
+/// A completed-words prefix: node of a word trie, with its LM score and state.
+struct TextNode {
+    /// Cumulative LM score (alpha-scaled, natural log, with beta per word).
+    lm: f64,
+    lm_state: Option<LmState>,
+    /// Number of hotword words (pyctcdecode mode).
+    hot: u32,
+}
+
+/// A partial word: node of a token trie.
+struct PartialNode {
+    /// Lower-case text.
+    text: String,
+    chars: usize,
+    /// Score of the partial word (unknown-word penalty or hotword credit), computed lazily.
+    score: Option<f64>,
+}
+
+/// One token emitted at one frame, linked to the previous emission of its path.
+#[derive(Clone, Copy)]
+struct Emission {
+    parent: u32,
+    token: u32,
+    frame: u32,
+    prob: f32,
+}
+
+#[derive(Clone)]
+struct Beam {
+    text: u32,
+    partial: u32,
+    /// Last token (blank included); `NONE` at the start and after finalizing.
+    last: u32,
+    logit: f64,
+    hot_state: GraphState,
+    /// Hotword credit so far (native mode).
+    hot_score: f64,
+    /// Last emission of the path kept for this beam (`NONE`: none yet).
+    hist: u32,
+    /// Search score, filled by `score`.
+    score: f64,
+}
+
+struct Search<'d, 'a> {
+    d: &'d BeamDecoder<'a>,
+    texts: Vec<TextNode>,
+    text_children: HashMap<(u32, u32), u32>,
+    partials: Vec<PartialNode>,
+    partial_children: HashMap<(u32, u32), u32>,
+    words: Vec<String>,
+    word_ids: HashMap<String, u32>,
+    hist: Vec<Emission>,
+    /// Cache of final scores per (final text node) in pyctcdecode's end-of-sentence scoring.
+    final_lm: HashMap<u32, f64>,
+}
+
+impl<'a> BeamDecoder<'a> {
+    pub fn new(
+        vocab: &'a Vocabulary,
+        lm: Option<&'a LanguageModel>,
+        hotwords: Option<&'a Hotwords>,
+        opts: BeamOptions,
+    ) -> Self {
+        // A zero LM weight disables the LM in native mode (pyctcdecode keeps beta and the
+        // unknown-word penalties); a phrase graph that earns nothing is no hotwords.
+        let lm = lm.filter(|_| opts.mode == Mode::PyCtcDecode || opts.lm_weight != 0.0);
+        let hotwords = hotwords.filter(|h| match h {
+            Hotwords::Graph(g) => !g.is_inert(),
+            // pyctcdecode's scorer changes partial-word scores even at weight 0: kept.
+            Hotwords::Unigrams(u) => !u.is_empty(),
+        });
+        BeamDecoder {
+            vocab,
+            lm,
+            hotwords,
+            opts,
+        }
+    }
+
+    pub fn options(&self) -> &BeamOptions {
+        &self.opts
+    }
+
+    /// Decode row-major logits (or log-probabilities) `[frames, vocab.len()]`; a trailing
+    /// partial row is ignored. Returns up to `nbest` hypotheses, best first (at least one: an
+    /// empty transcript for empty input). NaN logits count as `-inf`.
+    pub fn decode(
+        &self,
+        logits: &[f32],
+        seconds_per_frame: f64,
+        time_offset: f64,
+    ) -> Vec<Hypothesis> {
+        let v = self.vocab.len();
+        let frames = logits.len().checked_div(v).unwrap_or(0);
+        let mut s = Search {
+            d: self,
+            texts: vec![TextNode {
+                lm: 0.0,
+                lm_state: self.lm.map(|l| l.lm.begin_sentence()),
+                hot: 0,
+            }],
+            text_children: HashMap::new(),
+            partials: vec![PartialNode {
+                text: String::new(),
+                chars: 0,
+                score: Some(0.0),
+            }],
+            partial_children: HashMap::new(),
+            words: Vec::new(),
+            word_ids: HashMap::new(),
+            hist: Vec::new(),
+            final_lm: HashMap::new(),
+        };
+        let graph = match self.hotwords {
+            Some(Hotwords::Graph(g)) if self.opts.mode == Mode::Native => Some(g),
+            _ => None,
+        };
+        let mut beams = vec![Beam {
+            text: 0,
+            partial: 0,
+            last: NONE,
+            logit: 0.0,
+            hot_state: graph.map_or(0, |g| g.start()),
+            hot_score: 0.0,
+            hist: NONE,
+            score: 0.0,
+        }];
+        // Unclipped log-probabilities (for confidences) and clipped ones (for the search).
+        let mut lp = vec![0f64; v];
+        let mut lp64 = vec![0f64; v];
+        let mut tokens: Vec<usize> = Vec::with_capacity(v);
+        let mut is_candidate = vec![false; v];
+        let mut next: Vec<Beam> = Vec::new();
+        let mut index: HashMap<(u32, u32, u32), usize> = HashMap::new();
+        for t in 0..frames {
+            log_softmax_f64(&logits[t * v..(t + 1) * v], &mut lp, &mut lp64);
+            // Candidate tokens: above the threshold, the best, hotword continuations.
+            is_candidate.fill(false);
+            let best = lp64
+                .iter()
+                .enumerate()
+                .fold(0, |b, (i, &x)| if x > lp64[b] { i } else { b });
+            is_candidate[best] = true;
+            for (i, &x) in lp64.iter().enumerate() {
+                if x >= self.opts.token_min_logp {
+                    is_candidate[i] = true;
+                }
+            }
+            if let Some(g) = graph {
+                for b in &beams {
+                    for tok in g.continuations(b.hot_state) {
+                        if tok < v {
+                            is_candidate[tok] = true;
+                        }
+                    }
+                }
+            }
+            tokens.clear();
+            tokens.extend((0..v).filter(|&i| is_candidate[i]));
+
+            next.clear();
+            index.clear();
+            for &tok in &tokens {
+                let p = lp64[tok];
+                let kind = self.vocab.kind(tok);
+                for b in &beams {
+                    let mut nb = b.clone();
+                    nb.logit += p;
+                    let mut emitted = None;
+                    match kind {
+                        // Transparent, but kept in the path so that it does not split repeats.
+                        TokenKind::Dropped => emitted = Some(tok),
+                        TokenKind::Blank => nb.last = tok as u32,
+                        _ if b.last == tok as u32 => emitted = Some(tok),
+                        TokenKind::Delimiter => {
+                            nb.last = tok as u32;
+                            if b.partial != 0 {
+                                nb.text = s.complete_word(b.text, b.partial);
+                                nb.partial = 0;
+                                if let Some(g) = graph {
+                                    let (d, st) = g.step(b.hot_state, g.delimiter().unwrap_or(tok));
+                                    nb.hot_score += d;
+                                    nb.hot_state = st;
+                                }
+                            }
+                            emitted = Some(tok);
+                        }
+                        TokenKind::Text => {
+                            nb.last = tok as u32;
+                            nb.partial = s.extend_partial(b.partial, tok);
+                            if let Some(g) = graph {
+                                let (d, st) = g.step(b.hot_state, tok);
+                                nb.hot_score += d;
+                                nb.hot_state = st;
+                            }
+                            emitted = Some(tok);
+                        }
+                    }
+                    if let Some(tok) = emitted {
+                        nb.hist = s.hist.len() as u32;
+                        s.hist.push(Emission {
+                            parent: b.hist,
+                            token: tok as u32,
+                            frame: t as u32,
+                            prob: lp[tok].exp() as f32,
+                        });
+                    }
+                    let key = (nb.text, nb.partial, nb.last);
+                    match index.get(&key) {
+                        Some(&i) => {
+                            // Times follow the most probable of the merged paths.
+                            if nb.logit > next[i].logit {
+                                next[i].hist = nb.hist;
+                            }
+                            next[i].logit = log_add(next[i].logit, nb.logit);
+                        }
+                        None => {
+                            index.insert(key, next.len());
+                            next.push(nb);
+                        }
+                    }
+                }
+            }
+            for b in next.iter_mut() {
+                b.score = s.score(b);
+            }
+            std::mem::swap(&mut beams, &mut next);
+            prune(&mut beams, self.opts.beam_prune_logp, self.opts.beam_width);
+        }
+
+        // Finalize: the partial word becomes a word, the sentence ends.
+        next.clear();
+        let mut final_index: HashMap<u32, usize> = HashMap::new();
+        let mut scored_word: Vec<(u32, u32)> = Vec::new();
+        for b in &beams {
+            let mut nb = b.clone();
+            if b.partial != 0 {
+                nb.text = s.complete_word(b.text, b.partial);
+                if let Some(g) = graph {
+                    if let Some(d) = g.delimiter() {
+                        // The word ends here: a phrase may complete with it.
+                        let (delta, st) = g.step(b.hot_state, d);
+                        nb.hot_score += delta;
+                        nb.hot_state = st;
+                    }
+                }
+            }
+            if let Some(g) = graph {
+                nb.hot_score += g.finish(nb.hot_state);
+                nb.hot_state = g.start();
+            }
+            nb.partial = 0;
+            nb.last = NONE;
+            match final_index.get(&nb.text) {
+                Some(&i) => {
+                    if nb.logit > next[i].logit {
+                        next[i].hist = nb.hist;
+                    }
+                    next[i].logit = log_add(next[i].logit, nb.logit);
+                    // pyctcdecode 0.5 keeps the last merged beam's fields: its last word (or
+                    // none) is the one scored with `</s>`.
+                    scored_word[i] = (b.text, b.partial);
+                }
+                None => {
+                    final_index.insert(nb.text, next.len());
+                    scored_word.push((b.text, b.partial));
+                    next.push(nb);
+                }
+            }
+        }
+        for (b, &(prev_text, partial)) in next.iter_mut().zip(&scored_word) {
+            b.score = s.final_score(b, prev_text, partial);
+        }
+        prune(&mut next, self.opts.beam_prune_logp, self.opts.beam_width);
+        let mut out: Vec<Hypothesis> = next
+            .iter()
+            .take(self.opts.nbest.max(1))
+            .map(|b| Hypothesis {
+                transcript: s.transcript(b.hist, frames, seconds_per_frame, time_offset),
+                score: b.score,
+                logit_score: b.logit,
+            })
+            .collect();
+        if out.is_empty() {
+            out.push(Hypothesis {
+                transcript: Transcript::default(),
+                score: 0.0,
+                logit_score: 0.0,
+            });
+        }
+        out
+    }
+}
+
+/// A beam-search configuration that owns its language model and hotwords (what `--decoder
+/// beam`, `--lm`, `--hotwords` set up once for many utterances).
+pub struct BeamSetup {
+    pub lm: Option<LanguageModel>,
+    pub hotwords: Option<Hotwords>,
+    pub options: BeamOptions,
+}
+
+impl BeamSetup {
+    /// Decode one utterance's logits `[frames, vocab.len()]`; see [`BeamDecoder::decode`].
+    pub fn decode(
+        &self,
+        vocab: &Vocabulary,
+        logits: &[f32],
+        seconds_per_frame: f64,
+        time_offset: f64,
+    ) -> Vec<Hypothesis> {
+        BeamDecoder::new(
+            vocab,
+            self.lm.as_ref(),
+            self.hotwords.as_ref(),
+            self.options.clone(),
+        )
+        .decode(logits, seconds_per_frame, time_offset)
+    }
+}
+
+/// Natural-log softmax of one frame in float64 (as pyctcdecode computes it from the same
+/// float32 logits) into `raw`, and clipped to `[ln 1e-15, 0]` into `clipped`. NaN counts as
+/// `-inf`; frames without a finite maximum use [`log_softmax_in_place`]'s conventions.
+fn log_softmax_f64(row: &[f32], raw: &mut [f64], clipped: &mut [f64]) {
+    let max = row
+        .iter()
+        .copied()
+        .filter(|x| !x.is_nan())
+        .fold(f32::NEG_INFINITY, f32::max);
+    if max.is_finite() {
+        let max = f64::from(max);
+        let sum: f64 = row
+            .iter()
+            .filter(|x| !x.is_nan())
+            .map(|&x| (f64::from(x) - max).exp())
+            .sum();
+        let log_sum = sum.ln();
+        for (r, &x) in raw.iter_mut().zip(row) {
+            *r = if x.is_nan() {
+                f64::NEG_INFINITY
+            } else {
+                (f64::from(x) - max) - log_sum
+            };
+        }
+    } else {
+        let mut f = row.to_vec();
+        log_softmax_in_place(&mut f);
+        for (r, &x) in raw.iter_mut().zip(&f) {
+            *r = f64::from(x);
+        }
+    }
+    for (c, &r) in clipped.iter_mut().zip(raw.iter()) {
+        *c = r.clamp(MIN_LOGP, 0.0);
+    }
+}
+
+/// Drop beams more than `-prune_logp` below the best, then keep the best `width` (stable: ties
+/// keep their order, as Python's `heapq.nlargest`).
+fn prune(beams: &mut Vec<Beam>, prune_logp: f64, width: usize) {
+    let Some(max) = beams.iter().map(|b| b.score).reduce(f64::max) else {
+        return;
+    };
+    beams.retain(|b| b.score >= max + prune_logp);
+    beams.sort_by(|a, b| b.score.total_cmp(&a.score));
+    beams.truncate(width.max(1));
+}
+
+/// log(exp(a) + exp(b)), pyctcdecode's `_sum_log_scores`.
+fn log_add(a: f64, b: f64) -> f64 {
+    if a >= b {
+        a + (b - a).exp().ln_1p()
+    } else {
+        b + (a - b).exp().ln_1p()
+    }
+}
+
+impl Search<'_, '_> {
+    fn extend_partial(&mut self, partial: u32, tok: usize) -> u32 {
+        if let Some(&c) = self.partial_children.get(&(partial, tok as u32)) {
+            return c;
+        }
+        let piece = self.d.vocab.token(tok).unwrap_or_default().to_lowercase();
+        let parent = &self.partials[partial as usize];
+        let node = PartialNode {
+            text: format!("{}{piece}", parent.text),
+            chars: parent.chars + piece.chars().count(),
+            score: None,
+        };
+        let id = self.partials.len() as u32;
+        self.partials.push(node);
+        self.partial_children.insert((partial, tok as u32), id);
+        id
+    }
+
+    fn word_id(&mut self, text: &str) -> u32 {
+        if let Some(&id) = self.word_ids.get(text) {
+            return id;
+        }
+        let id = self.words.len() as u32;
+        self.words.push(text.to_string());
+        self.word_ids.insert(text.to_string(), id);
+        id
+    }
+
+    /// The text node of `text` followed by the partial word `partial`, LM-scored.
+    fn complete_word(&mut self, text: u32, partial: u32) -> u32 {
+        let word = {
+            let w = self.partials[partial as usize].text.clone();
+            self.word_id(&w)
+        };
+        if let Some(&c) = self.text_children.get(&(text, word)) {
+            return c;
+        }
+        let parent = &self.texts[text as usize];
+        let w = &self.words[word as usize];
+        let (lm, lm_state) = match (self.d.lm, &parent.lm_state) {
+            (Some(l), Some(st)) => {
+                let (s, next) = self.lm_word(l, st, w);
+                (parent.lm + s, Some(next))
+            }
+            _ => (parent.lm, None),
+        };
+        let hot = parent.hot
+            + match self.d.hotwords {
+                Some(Hotwords::Unigrams(u)) if u.is_hotword(w) => 1,
+                _ => 0,
+            };
+        let id = self.texts.len() as u32;
+        self.texts.push(TextNode { lm, lm_state, hot });
+        self.text_children.insert((text, word), id);
+        id
+    }
+
+    /// LM score of one word (pyctcdecode's `LanguageModel.score`, without `</s>`), in log10
+    /// before scaling: `log10 p + unk_score` for unknown words.
+    fn lm_word_log10(&self, l: &LanguageModel, state: &LmState, word: &str) -> (f64, LmState) {
+        let id = l.lm.index(word);
+        let (p, next) = l.lm.score(state, id);
+        let mut p = f64::from(p);
+        if !l.is_known(word) || id == l.lm.unk() {
+            p += self.d.opts.unk_score;
+        }
+        (p, next)
+    }
+
+    fn lm_word(&self, l: &LanguageModel, state: &LmState, word: &str) -> (f64, LmState) {
+        let (p, next) = self.lm_word_log10(l, state, word);
+        (
+            self.d.opts.lm_weight * p * LN_10 + self.d.opts.word_score,
+            next,
+        )
+    }
+
+    fn partial_score(&mut self, partial: u32) -> f64 {
+        if let Some(s) = self.partials[partial as usize].score {
+            return s;
+        }
+        let node = &self.partials[partial as usize];
+        let unigram_hot = match self.d.hotwords {
+            Some(Hotwords::Unigrams(u)) => u.partial(&node.text),
+            _ => None,
+        };
+        let s = match (unigram_hot, self.d.lm) {
+            (Some(h), _) => h,
+            (None, Some(l)) => {
+                if l.starts_known_word(&node.text) {
+                    0.0
+                } else {
+                    let mut s = self.d.opts.unk_score;
+                    if node.chars > AVG_WORD_LEN {
+                        s = s * node.chars as f64 / AVG_WORD_LEN as f64;
+                    }
+                    s
+                }
+            }
+            (None, None) => 0.0,
+        };
+        self.partials[partial as usize].score = Some(s);
+        s
+    }
+
+    fn hot_text_score(&self, text: u32) -> f64 {
+        match self.d.hotwords {
+            Some(Hotwords::Unigrams(u)) => u.weight() * f64::from(self.texts[text as usize].hot),
+            _ => 0.0,
+        }
+    }
+
+    fn score(&mut self, b: &Beam) -> f64 {
+        b.logit
+            + self.texts[b.text as usize].lm
+            + self.hot_text_score(b.text)
+            + self.partial_score(b.partial)
+            + b.hot_score
+    }
+
+    /// The final score of a beam whose text is `b.text`, completed from `prev_text` and the
+    /// partial word `partial` (0: none).
+    fn final_score(&mut self, b: &Beam, prev_text: u32, partial: u32) -> f64 {
+        let base = b.logit + self.hot_text_score(b.text) + b.hot_score;
+        let Some(l) = self.d.lm else {
+            return base;
+        };
+        if let Some(&lm) = self.final_lm.get(&b.text) {
+            return base + lm;
+        }
+        let opts = &self.d.opts;
+        let lm = match self.d.opts.mode {
+            Mode::PyCtcDecode => {
+                // The last word is scored with `</s>`; an empty last word too (as `<unk>`).
+                let prev = &self.texts[prev_text as usize];
+                let state = prev.lm_state.clone().unwrap_or_default();
+                let word = if partial == 0 {
+                    String::new()
+                } else {
+                    self.partials[partial as usize].text.clone()
+                };
+                let (p, next) = if word.is_empty() {
+                    let (p, next) = l.lm.score(&state, l.lm.unk());
+                    (f64::from(p) + opts.unk_score, next)
+                } else {
+                    self.lm_word_log10(l, &state, &word)
+                };
+                let end = f64::from(l.lm.score(&next, l.lm.eos()).0);
+                prev.lm + opts.lm_weight * (p + end) * LN_10 + opts.word_score
+            }
+            Mode::Native => {
+                let node = &self.texts[b.text as usize];
+                let state = node.lm_state.clone().unwrap_or_default();
+                let end = f64::from(l.lm.score(&state, l.lm.eos()).0);
+                node.lm + opts.lm_weight * end * LN_10
+            }
+        };
+        self.final_lm.insert(b.text, lm);
+        base + lm
+    }
+
+    /// The transcript of the emission path ending at `hist`.
+    fn transcript(
+        &self,
+        mut hist: u32,
+        frames: usize,
+        seconds_per_frame: f64,
+        time_offset: f64,
+    ) -> Transcript {
+        let blank = self.d.vocab.blank_id();
+        let mut path = vec![(blank, 0.0f32); frames];
+        while hist != NONE {
+            let e = self.hist[hist as usize];
+            path[e.frame as usize] = (e.token as usize, e.prob);
+            hist = e.parent;
+        }
+        let spans = collapse_tokens(&path, self.d.vocab);
+        Transcript::from_words(segment_words(
+            &spans,
+            self.d.vocab,
+            seconds_per_frame,
+            time_offset,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;
