@@ -5,29 +5,17 @@
 
 mod common;
 
-use std::ffi::OsStr;
 use std::path::Path;
 
 use common::*;
 use serde_json::Value;
-
-fn export(src: &Path, out: &Path, extra: &[&str]) -> Run {
-    let mut args: Vec<&OsStr> = vec![
-        OsStr::new("export"),
-        src.as_os_str(),
-        OsStr::new("-o"),
-        out.as_os_str(),
-    ];
-    args.extend(extra.iter().map(OsStr::new));
-    w2v(args)
-}
 
 /// Export `src` into an empty `out_dir`, expect one error line naming `must_contain`, and
 /// check `out_dir` is still empty (no model, no temp file).
 fn export_fails(src: &Path, must_contain: &[&str]) -> String {
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("model.onnx");
-    let run = export(src, &out, &[]);
+    let run = export_run(src, &out, &[]);
     let line = assert_one_error(&run, must_contain);
     assert!(run.stdout.trim().is_empty(), "stdout: {}", run.stdout);
     assert_dir_empty(out_dir.path());
@@ -53,7 +41,7 @@ fn every_fixture_variant_exports_and_inspects() {
         let out_dir = tempfile::tempdir().unwrap();
         let out = out_dir.path().join("model.onnx");
 
-        let run = export(&src, &out, &[]);
+        let run = export_run(&src, &out, &[]);
         assert_ok(&run);
         assert_no_panic(&run);
         assert_eq!(run.stdout.lines().count(), 1, "{variant}: {}", run.stdout);
@@ -119,7 +107,7 @@ fn every_fixture_variant_exports_and_inspects() {
 
         // `export --json`: the summary parses and agrees with the file and with inspect.
         let out2 = out_dir.path().join("again.onnx");
-        let run = export(&src, &out2, &["--json"]);
+        let run = export_run(&src, &out2, &["--json"]);
         assert_ok(&run);
         let summary = parse_json(&run);
         assert_eq!(summary["output"], shown(&out2), "{variant}");
@@ -153,14 +141,14 @@ fn supported_opsets_export_and_others_are_refused() {
     for opset in ["17", "21"] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("m.onnx");
-        let run = export(&src, &out, &["--opset", opset, "--json"]);
+        let run = export_run(&src, &out, &["--opset", opset, "--json"]);
         assert_ok(&run);
         assert_eq!(parse_json(&run)["opset"].to_string(), opset);
     }
     for opset in ["99", "16", "22", "0", "-1"] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("m.onnx");
-        let run = export(&src, &out, &[&format!("--opset={opset}")]);
+        let run = export_run(&src, &out, &[&format!("--opset={opset}")]);
         assert_one_error(&run, &["opset", opset]);
         assert_dir_empty(dir.path());
     }
@@ -189,7 +177,7 @@ fn source_file_that_is_not_an_onnx_model() {
 fn export_fails_with(src: &Path, extra: &[&str], must_contain: &[&str]) -> String {
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("model.onnx");
-    let run = export(src, &out, extra);
+    let run = export_run(src, &out, extra);
     let line = assert_one_error(&run, must_contain);
     assert!(run.stdout.trim().is_empty(), "stdout: {}", run.stdout);
     assert_dir_empty(out_dir.path());
@@ -203,7 +191,7 @@ fn an_exported_fp32_model_requantizes() {
     let fp32_info = inspect_json(&fp32);
     for (precision, target) in [("fp16", "cpu"), ("int8", "cpu"), ("int8", "tensorrt")] {
         let out = tmp.path().join(format!("{precision}-{target}.onnx"));
-        let run = export(
+        let run = export_run(
             &fp32,
             &out,
             &["--precision", precision, "--target", target, "--json"],
@@ -237,7 +225,7 @@ fn an_exported_fp32_model_requantizes() {
     }
     // The text summary names the source model.
     let out = tmp.path().join("text.onnx");
-    let run = export(&fp32, &out, &["--precision", "int8"]);
+    let run = export_run(&fp32, &out, &["--precision", "int8"]);
     assert_ok(&run);
     assert!(run
         .stdout
@@ -254,7 +242,7 @@ fn requantizing_refuses_models_it_cannot_use() {
     let tmp = tempfile::tempdir().unwrap();
     let fp32 = export_fixture("base-safetensors", tmp.path());
     let int8 = tmp.path().join("int8.onnx");
-    assert_ok(&export(&fp32, &int8, &["--precision", "int8"]));
+    assert_ok(&export_run(&fp32, &int8, &["--precision", "int8"]));
     let int8_args = ["--precision", "int8"];
     export_fails_with(
         &int8,
@@ -435,7 +423,7 @@ fn safetensors_round_trip_still_exports() {
     let weights = src.join("model.safetensors");
     write_safetensors(&weights, &read_safetensors(&weights));
     let out = tmp.path().join("out.onnx");
-    assert_ok(&export(&src, &out, &[]));
+    assert_ok(&export_run(&src, &out, &[]));
 }
 
 #[test]
@@ -469,7 +457,7 @@ fn safetensors_shape_disagreeing_with_its_bytes() {
 fn output_in_a_missing_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("no-such-dir").join("model.onnx");
-    let run = export(&fixture("base-safetensors"), &out, &[]);
+    let run = export_run(&fixture("base-safetensors"), &out, &[]);
     assert_one_error(&run, &[&shown(&out), "does not exist"]);
     assert_dir_empty(tmp.path());
 }
@@ -479,7 +467,7 @@ fn output_that_is_a_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("model.onnx");
     std::fs::create_dir(&out).unwrap();
-    let run = export(&fixture("base-safetensors"), &out, &[]);
+    let run = export_run(&fixture("base-safetensors"), &out, &[]);
     assert_one_error(&run, &[&shown(&out)]);
     assert_eq!(dir_entries(tmp.path()), ["model.onnx"]);
     assert_dir_empty(&out);
@@ -495,7 +483,7 @@ fn failed_export_leaves_an_existing_output_untouched() {
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("model.onnx");
     std::fs::write(&out, b"previous model").unwrap();
-    let run = export(&src, &out, &[]);
+    let run = export_run(&src, &out, &[]);
     assert_one_error(&run, &[&shown(&weights)]);
     assert_eq!(std::fs::read(&out).unwrap(), b"previous model");
     assert_eq!(dir_entries(out_dir.path()), ["model.onnx"]);
@@ -506,7 +494,7 @@ fn quantized_exports_describe_themselves_and_transcribe() {
     let tmp = tempfile::tempdir().unwrap();
     for (precision, target) in [("fp16", "cpu"), ("int8", "cpu"), ("int8", "tensorrt")] {
         let out = tmp.path().join(format!("{precision}-{target}.onnx"));
-        let run = export(
+        let run = export_run(
             &fixture("base-safetensors"),
             &out,
             &["--precision", precision, "--target", target, "--json"],
@@ -528,7 +516,7 @@ fn quantized_exports_describe_themselves_and_transcribe() {
 fn quantization_refusals_leave_no_model() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("m.onnx");
-    let run = export(
+    let run = export_run(
         &fixture("base-safetensors"),
         &out,
         &["--precision", "fp16", "--quantize-conv"],
@@ -536,7 +524,7 @@ fn quantization_refusals_leave_no_model() {
     assert_one_error(&run, &["quantize-conv"]);
     assert_dir_empty(tmp.path());
     // A WER budget of zero on the synthetic set cannot be met by int8 of a random model.
-    let run = export(
+    let run = export_run(
         &fixture("base-safetensors"),
         &out,
         &["--precision", "int8", "--max-wer-increase", "0"],

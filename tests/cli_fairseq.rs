@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::*;
 
@@ -14,41 +13,22 @@ fn fairseq_fixture(rel: &str) -> PathBuf {
     repo().join("tools/fixtures/fairseq").join(rel)
 }
 
-fn export(src: &Path, out: &Path, extra: &[&str]) -> Run {
-    let mut args: Vec<&OsStr> = vec![
-        OsStr::new("export"),
-        src.as_os_str(),
-        OsStr::new("-o"),
-        out.as_os_str(),
-    ];
-    args.extend(extra.iter().map(OsStr::new));
-    w2v(args)
-}
-
-fn transcribe(model: &Path, audio: &Path) -> String {
-    let run = w2v([
-        "transcribe".as_ref(),
-        "--model".as_ref(),
-        model.as_os_str(),
-        audio.as_os_str(),
-    ]);
-    assert_ok(&run);
-    run.stdout
-}
-
 #[test]
 fn fairseq_export_transcribes_like_the_hf_form_export() {
     let dir = tempfile::tempdir().unwrap();
     let from_pt = dir.path().join("pt.onnx");
     let from_hf = dir.path().join("hf.onnx");
-    let run = export(&fairseq_fixture("base-cfg/checkpoint.pt"), &from_pt, &[]);
+    let run = export_run(&fairseq_fixture("base-cfg/checkpoint.pt"), &from_pt, &[]);
     assert_ok(&run);
     assert!(run.stdout.starts_with("exported "), "{}", run.stdout);
-    assert_ok(&export(&fairseq_fixture("base-cfg/hf"), &from_hf, &[]));
+    assert_ok(&export_run(&fairseq_fixture("base-cfg/hf"), &from_hf, &[]));
     let mut texts = 0;
     for sample in ["nine-zero-five-one.wav", "go-up.wav", "five-four.wav"] {
         let audio = repo().join("samples").join(sample);
-        let (a, b) = (transcribe(&from_pt, &audio), transcribe(&from_hf, &audio));
+        let (a, b) = (
+            transcribe_text(&from_pt, &audio),
+            transcribe_text(&from_hf, &audio),
+        );
         assert_eq!(a, b, "{sample}");
         texts += usize::from(!a.trim().is_empty());
     }
@@ -64,11 +44,11 @@ fn explicit_dict_flag_is_wired() {
     let pt = dir.path().join("model.pt");
     std::fs::copy(fairseq_fixture("large-args/checkpoint.pt"), &pt).unwrap();
     let out = dir.path().join("m.onnx");
-    let run = export(&pt, &out, &[]);
+    let run = export_run(&pt, &out, &[]);
     assert_one_error(&run, &["dict.ltr.txt", "--dict"]);
     assert!(!out.exists());
     let dict = fairseq_fixture("large-args/dict.ltr.txt");
-    let run = export(&pt, &out, &["--dict", dict.to_str().unwrap()]);
+    let run = export_run(&pt, &out, &["--dict", dict.to_str().unwrap()]);
     assert_ok(&run);
     let info = w2v(["inspect".as_ref(), out.as_os_str(), "--json".as_ref()]);
     assert_ok(&info);
@@ -82,7 +62,7 @@ fn code_carrying_checkpoint_fails_naming_the_callable() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("model.onnx");
     let src = fairseq_fixture("evil/checkpoint.pt");
-    let run = export(&src, &out, &[]);
+    let run = export_run(&src, &out, &[]);
     assert_one_error(&run, &["checkpoint.pt", "posix.system", "not allowed"]);
     assert!(run.stdout.trim().is_empty(), "stdout: {}", run.stdout);
     assert_dir_empty(dir.path());
@@ -91,7 +71,7 @@ fn code_carrying_checkpoint_fails_naming_the_callable() {
 #[test]
 fn pretrained_checkpoint_export_says_how_to_get_a_head() {
     let dir = tempfile::tempdir().unwrap();
-    let run = export(
+    let run = export_run(
         &fairseq_fixture("pretrained/checkpoint.pt"),
         &dir.path().join("m.onnx"),
         &[],

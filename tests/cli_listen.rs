@@ -468,6 +468,21 @@ fn unknown_capture_device_lists_the_devices_found() {
     }
 }
 
+/// `w2v listen --input -` with `commands`, `extra` arguments and `input` on standard input.
+fn listen_stdin(model: &Path, commands: &Path, extra: &[&str], input: Vec<u8>) -> Run {
+    let mut args = vec![
+        OsStr::new("listen"),
+        OsStr::new("--model"),
+        model.as_os_str(),
+        OsStr::new("--input"),
+        OsStr::new("-"),
+        OsStr::new("--commands"),
+        commands.as_os_str(),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    w2v_with_stdin(args, input)
+}
+
 /// The events of a JSON run without their wall-clock stamp.
 fn events_without_wall_clock(run: &Run) -> Vec<Value> {
     assert_ok(run);
@@ -496,20 +511,8 @@ fn standard_input_streams_wav_or_raw_pcm_like_a_file() {
     assert_eq!(from_file.len(), 2, "{from_file:?}");
 
     let stdin_run = |bytes: Vec<u8>, extra: &[&str]| {
-        let mut args = vec![
-            "listen".to_string(),
-            "--model".into(),
-            m.display().to_string(),
-            "--input".into(),
-            "-".into(),
-            "--commands".into(),
-            commands.display().to_string(),
-            "--threshold".into(),
-            "0".into(),
-            "--json".into(),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        w2v_with_stdin(args, bytes)
+        let all = [&["--threshold", "0", "--json"][..], extra].concat();
+        listen_stdin(&m, &commands, &all, bytes)
     };
     // The same WAV piped in; as arecord writes it to a pipe (data length unknown, ~2 GiB
     // declared); and the bare samples as raw 16-bit PCM with --rate.
@@ -541,19 +544,7 @@ fn bad_standard_input_is_one_error_line() {
     let (dir, m) = model();
     let (_, c) = wav_and_commands(dir.path(), "yes\n");
     let wav = pcm16_wav(RATE, &[100; 16000]);
-    let run = |bytes: Vec<u8>, extra: &[&str]| {
-        let mut args = vec![
-            "listen".to_string(),
-            "--model".into(),
-            m.display().to_string(),
-            "--input".into(),
-            "-".into(),
-            "--commands".into(),
-            c.display().to_string(),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        w2v_with_stdin(args, bytes)
-    };
+    let run = |bytes: Vec<u8>, extra: &[&str]| listen_stdin(&m, &c, extra, bytes);
     let mut garbage = b"GIF89a".to_vec();
     garbage.extend((0..4000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
     // (what, standard input, extra flags, the error line's parts)

@@ -643,15 +643,7 @@ fn build_fairseq(
         }
         let base = Wav2Vec2Config::from_fairseq(src, &ckpt.sections, 2)?;
         let (config, vocab) = head.attach(src, &base, &mut ckpt.state_dict)?;
-        let files = FolderFiles {
-            config,
-            word_delimiter: vocab.iter().any(|t| t == "|").then(|| "|".to_string()),
-            vocab,
-            sample_rate: fairseq_sample_rate(src, &ckpt.sections.task)?,
-            do_normalize: fairseq_normalize(&ckpt.sections.task),
-        };
-        let source_sha256 = hash_files(&[src.to_path_buf()])?;
-        return build_graph(src, files, ckpt.state_dict, source_sha256, options);
+        return build_fairseq_graph(src, config, vocab, ckpt, options);
     }
     if options.new_head.is_some() {
         return Err(head_given_twice(src));
@@ -679,6 +671,18 @@ fn build_fairseq(
         });
     }
     let config = Wav2Vec2Config::from_fairseq(src, &ckpt.sections, outputs)?;
+    build_fairseq_graph(src, config, vocab, ckpt, options)
+}
+
+/// The graph of a fairseq checkpoint `src` with its resolved config and vocabulary: sample rate
+/// and normalization from its task section, the checkpoint file's hash as the source.
+fn build_fairseq_graph(
+    src: &Path,
+    config: Wav2Vec2Config,
+    vocab: Vec<String>,
+    ckpt: checkpoint::fairseq::Checkpoint,
+    options: &ExportOptions,
+) -> Result<(graph::GraphBuilder, ModelInfo), ExportError> {
     let files = FolderFiles {
         config,
         word_delimiter: vocab.iter().any(|t| t == "|").then(|| "|".to_string()),

@@ -41,7 +41,11 @@ pub fn speech(rel: &str) -> PathBuf {
 
 /// `w2v transcribe --model model` succeeds on a real speech clip.
 pub fn assert_transcribes(model: &Path) {
-    let audio = speech("fsdd/0_george_0.wav");
+    transcribe_text(model, &speech("fsdd/0_george_0.wav"));
+}
+
+/// `w2v transcribe --model model audio`, which must succeed: its standard output.
+pub fn transcribe_text(model: &Path, audio: &Path) -> String {
     let run = w2v([
         "transcribe".as_ref(),
         "--model".as_ref(),
@@ -49,6 +53,19 @@ pub fn assert_transcribes(model: &Path) {
         audio.as_os_str(),
     ]);
     assert_ok(&run);
+    run.stdout
+}
+
+/// `w2v export src -o out` with `extra` arguments.
+pub fn export_run(src: &Path, out: &Path, extra: &[&str]) -> Run {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "export".as_ref(),
+        src.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    w2v(args)
 }
 
 /// The outcome of one `w2v` run.
