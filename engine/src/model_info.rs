@@ -87,6 +87,11 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// Seconds of audio per logits frame (the feature encoder's stride over the sample rate).
+    pub fn seconds_per_frame(&self) -> f64 {
+        self.frame_stride as f64 / self.sample_rate as f64
+    }
+
     /// The `metadata_props` entries describing this model, in a stable order.
     pub fn to_metadata_props(&self) -> Vec<StringStringEntryProto> {
         let mut map = self.raw.clone();

@@ -162,8 +162,7 @@ impl<B: Backend> Transcriber<B> {
 
     /// Seconds of audio per logits frame.
     pub fn seconds_per_frame(&self) -> f64 {
-        let info = self.backend.info();
-        info.frame_stride as f64 / info.sample_rate as f64
+        self.backend.info().seconds_per_frame()
     }
 
     pub fn backend_name(&self) -> &'static str {

@@ -386,24 +386,6 @@ pub fn quantize_per_column(data: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f3
     (q, scale)
 }
 
-/// The largest |q1| + |q2| over the pairs an integer matmul kernel adds (rows `2i` and `2i + 1`
-/// of each column of a `[K, N]` weight).
-pub fn max_row_pair_sum(q: &[i8], k: usize, n: usize) -> i32 {
-    let mut max = 0;
-    for i in (0..k).step_by(2) {
-        for c in 0..n {
-            let a = i32::from(q[i * n + c]).abs();
-            let b = if i + 1 < k {
-                i32::from(q[(i + 1) * n + c]).abs()
-            } else {
-                0
-            };
-            max = max.max(a + b);
-        }
-    }
-    max
-}
-
 /// A node whose weight a quantization pass rewrites, with the weight's initializer index.
 #[derive(Clone, Copy)]
 struct WeightOp {
@@ -762,6 +744,24 @@ mod tests {
         let (q, s) = quantize_per_channel(&w, &[2, 1, 3], 0);
         assert_eq!(s, vec![1.0 / 64.0, 2.0 / 64.0]);
         assert_eq!(q, vec![64, -26, 0, 64, -64, 38]);
+    }
+
+    /// The largest |q1| + |q2| over the pairs an integer matmul kernel adds (rows `2i` and `2i + 1`
+    /// of each column of a `[K, N]` weight).
+    fn max_row_pair_sum(q: &[i8], k: usize, n: usize) -> i32 {
+        let mut max = 0;
+        for i in (0..k).step_by(2) {
+            for c in 0..n {
+                let a = i32::from(q[i * n + c]).abs();
+                let b = if i + 1 < k {
+                    i32::from(q[(i + 1) * n + c]).abs()
+                } else {
+                    0
+                };
+                max = max.max(a + b);
+            }
+        }
+        max
     }
 
     #[test]

@@ -346,7 +346,7 @@ fn run_model(path: &Path, set: &EvalSet) -> Result<ModelRun, ExportError> {
         info.pad_token_id,
         info.word_delimiter_token.clone(),
     );
-    let spf = info.frame_stride as f64 / info.sample_rate as f64;
+    let spf = info.seconds_per_frame();
     let mut t = Transcriber::new(backend);
     let mut logits = Vec::new();
     let mut texts = Vec::new();

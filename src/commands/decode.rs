@@ -61,8 +61,7 @@ fn vocabulary(path: &Path) -> Result<(Vocabulary, f64)> {
         Ok((vocab, 0.02))
     } else {
         let info = ModelInfo::read(path)?;
-        let spf = info.frame_stride as f64 / info.sample_rate as f64;
-        Ok((Vocabulary::from_model_info(&info), spf))
+        Ok((Vocabulary::from_model_info(&info), info.seconds_per_frame()))
     }
 }
 

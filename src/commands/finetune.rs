@@ -240,7 +240,7 @@ fn load_eval(data: &Path, info: &ModelInfo) -> Result<Vec<(Vec<f32>, String)>> {
 /// Corpus WER of the current weights on `set` (greedy decoding).
 fn evaluate(trainer: &mut Trainer, set: &[(Vec<f32>, String)], vocab: &Vocabulary) -> Result<f64> {
     let mut counts = EditCounts::default();
-    let spf = trainer.info().frame_stride as f64 / trainer.info().sample_rate as f64;
+    let spf = trainer.info().seconds_per_frame();
     for (samples, reference) in set {
         let (logits, _) = trainer.logits(samples)?;
         let hyp = greedy_decode(&logits, vocab, spf, 0.0);
