@@ -124,6 +124,60 @@ impl ProviderAvailability {
         }
     }
 
+    /// Whether each provider can run here, judged from what ONNX Runtime reports and what is on
+    /// disk: the one check behind both `w2v doctor` and `--provider auto`, so they cannot
+    /// disagree. A GPU provider works when the library was built with it, its provider library
+    /// (`libonnxruntime_providers_cuda.so`, `..._tensorrt.so`) sits beside the runtime, and an
+    /// NVIDIA driver is loaded (`driver_version_file`, normally `/proc/driver/nvidia/version`, or
+    /// a Jetson, whose driver is part of L4T). `ort` is `Err(why)` when ONNX Runtime did not load.
+    pub fn judge(
+        ort: Result<&OrtFacts, &str>,
+        on_jetson: bool,
+        driver_version_file: &Path,
+    ) -> Self {
+        let ort = match ort {
+            Ok(facts) => facts,
+            Err(why) => {
+                let reason = format!("ONNX Runtime is not available: {why}");
+                return ProviderAvailability {
+                    tensorrt: Err(reason.clone()),
+                    cuda: Err(reason.clone()),
+                    cpu: Err(reason),
+                };
+            }
+        };
+        let check = |provider: Provider, provider_lib: &str| -> Result<(), String> {
+            if !ort.offered.iter().any(|p| p == provider.ort_name()) {
+                return Err(format!(
+                    "not built into this ONNX Runtime ({}, version {}): it offers {}; this                      build has no {provider} execution provider (a GPU build of ONNX Runtime, or                      JetPack's on a Jetson, has it)",
+                    ort.library.display(),
+                    ort.version,
+                    ort.offered.join(", ")
+                ));
+            }
+            let dir = ort.library.parent().unwrap_or(Path::new("."));
+            if !dir.join(provider_lib).is_file() {
+                return Err(format!(
+                    "compiled into ONNX Runtime, but {provider_lib} is missing from {}",
+                    dir.display()
+                ));
+            }
+            if !on_jetson && !driver_version_file.is_file() {
+                return Err(format!(
+                    "compiled into ONNX Runtime, but no NVIDIA GPU driver is loaded ({} is \
+                     absent)",
+                    driver_version_file.display()
+                ));
+            }
+            Ok(())
+        };
+        ProviderAvailability {
+            tensorrt: check(Provider::TensorRt, "libonnxruntime_providers_tensorrt.so"),
+            cuda: check(Provider::Cuda, "libonnxruntime_providers_cuda.so"),
+            cpu: Ok(()),
+        }
+    }
+
     pub fn get(&self, provider: Provider) -> Result<(), &str> {
         let r = match provider {
             Provider::TensorRt => &self.tensorrt,
@@ -132,6 +186,17 @@ impl ProviderAvailability {
         };
         r.as_ref().map(|_| ()).map_err(String::as_str)
     }
+}
+
+/// What a loaded ONNX Runtime library says about itself: the input of
+/// [`ProviderAvailability::judge`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OrtFacts {
+    /// The shared library loaded.
+    pub library: PathBuf,
+    pub version: String,
+    /// `GetAvailableProviders`: ONNX Runtime's names of the providers it was built with.
+    pub offered: Vec<String>,
 }
 
 /// The request plus whether an unavailable explicit request may fall back to CPU.

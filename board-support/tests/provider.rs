@@ -415,3 +415,75 @@ fn engine_cache_listing_tells_built_from_loaded() {
         [engine]
     );
 }
+
+/// The availability check shared by `w2v doctor` and `--provider auto`, on fixture folders laid
+/// out as the ONNX Runtime wheels lay out their libraries.
+#[test]
+fn availability_is_judged_from_the_build_the_provider_libraries_and_the_driver() {
+    use w2v_board_support::OrtFacts;
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("libonnxruntime.so.1.23.0");
+    std::fs::write(&lib, b"").unwrap();
+    let driver = dir.path().join("nvidia-version");
+    let cpu_build = OrtFacts {
+        library: lib.clone(),
+        version: "1.23.0".into(),
+        offered: vec!["CPUExecutionProvider".into()],
+    };
+    // A CPU-only build: neither GPU provider, whatever the driver.
+    std::fs::write(&driver, b"NVRM version: 540").unwrap();
+    let a = ProviderAvailability::judge(Ok(&cpu_build), false, &driver);
+    assert_eq!(a.cpu, Ok(()));
+    for (p, name) in [(Provider::Cuda, "CUDA"), (Provider::TensorRt, "TensorRT")] {
+        let why = a.get(p).unwrap_err();
+        assert!(why.contains("not built into this ONNX Runtime"), "{why}");
+        assert!(why.contains("offers CPUExecutionProvider"), "{why}");
+        assert!(
+            why.contains(&format!("no {name} execution provider")),
+            "{why}"
+        );
+    }
+    // A GPU build whose provider libraries are missing.
+    let gpu_build = OrtFacts {
+        offered: vec![
+            "TensorrtExecutionProvider".into(),
+            "CUDAExecutionProvider".into(),
+            "CPUExecutionProvider".into(),
+        ],
+        ..cpu_build
+    };
+    let a = ProviderAvailability::judge(Ok(&gpu_build), false, &driver);
+    let why = a.cuda.clone().unwrap_err();
+    assert!(
+        why.contains("libonnxruntime_providers_cuda.so is missing"),
+        "{why}"
+    );
+    // With them, the driver decides (a Jetson needs no /proc driver file).
+    for so in ["cuda", "tensorrt"] {
+        std::fs::write(
+            dir.path().join(format!("libonnxruntime_providers_{so}.so")),
+            b"",
+        )
+        .unwrap();
+    }
+    let a = ProviderAvailability::judge(Ok(&gpu_build), false, &driver);
+    assert_eq!(a, ProviderAvailability::all());
+    std::fs::remove_file(&driver).unwrap();
+    let a = ProviderAvailability::judge(Ok(&gpu_build), false, &driver);
+    assert!(a
+        .tensorrt
+        .clone()
+        .unwrap_err()
+        .contains("no NVIDIA GPU driver"));
+    assert_eq!(a.cpu, Ok(()));
+    let a = ProviderAvailability::judge(Ok(&gpu_build), true, &driver);
+    assert_eq!(a, ProviderAvailability::all());
+    // No ONNX Runtime at all: nothing, not even the CPU, with the reason.
+    let a = ProviderAvailability::judge(Err("libonnxruntime.so: not found"), false, &driver);
+    assert!(a
+        .cpu
+        .clone()
+        .unwrap_err()
+        .contains("libonnxruntime.so: not found"));
+    assert!(ProviderPolicy::default().plan(&a).is_err());
+}

@@ -20,6 +20,9 @@ use crate::ctc::{greedy_decode, Transcript, Vocabulary, Word};
 use crate::lexicon::Lexicon;
 use crate::model_info::ModelInfo;
 
+/// The default window length for long audio, in seconds.
+pub const DEFAULT_CHUNK_SECONDS: f64 = 30.0;
+
 /// How audio is cut into windows.
 #[derive(Clone, Copy, Debug)]
 pub struct ChunkPlan {
@@ -32,7 +35,7 @@ pub struct ChunkPlan {
 impl Default for ChunkPlan {
     fn default() -> Self {
         ChunkPlan {
-            chunk_seconds: 30.0,
+            chunk_seconds: DEFAULT_CHUNK_SECONDS,
             overlap_seconds: 2.0,
         }
     }
@@ -163,6 +166,11 @@ impl<B: Backend> Transcriber<B> {
     /// Seconds of audio per logits frame.
     pub fn seconds_per_frame(&self) -> f64 {
         self.backend.info().seconds_per_frame()
+    }
+
+    /// The backend, to run it directly (a [`crate::listen::Listener`] over the same model).
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
     }
 
     pub fn backend_name(&self) -> &'static str {

@@ -15,7 +15,9 @@ use w2v_engine::bench::{
 };
 use w2v_engine::{Backend, Batch, ModelInfo};
 
-use super::model::{open_backend, resolve_model, BackendKind, ModelArgs, OrtSessionReport};
+use super::model::ModelArgs;
+use w2v::runtime::OrtSessionReport;
+use w2v::BackendKind;
 
 /// Seed of the synthetic audio (the same for every length and run, so results are comparable).
 const AUDIO_SEED: u64 = 0x5eed;
@@ -140,10 +142,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let model_path = resolve_model(args.model.model.as_deref())?;
+    let model_path = args.model.path()?;
     let start = Instant::now();
     let longest = lengths.iter().copied().fold(0.0, f64::max);
-    let opened = open_backend(&args.model, longest)?;
+    let opened = args.model.open(longest)?;
     let load_seconds = start.elapsed().as_secs_f64();
     let mut backend = opened.backend;
     let info = backend.info().clone();

@@ -71,7 +71,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if !(spf.is_finite() && spf > 0.0) {
         bail!("--frame-seconds must be a positive number");
     }
-    let beam = args.decoder.setup(&vocab, args.nbest)?;
+    let beam = args.decoder.options(None).beam_setup(&vocab, args.nbest)?;
     let stdout = std::io::stdout();
     for path in &args.logits {
         let logits = read_logits(path)?;

@@ -2,20 +2,19 @@
 //! present), the ONNX Runtime library and its execution providers, audio input, and the default
 //! model. Nothing missing is an error here: each problem is reported with its fix, exit status 0.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use serde::Serialize;
-use w2v_board_support::{
+use w2v::board_support::{
     cuda_device, default_cache_base, tensorrt_version, GpuDevice, Platform, Provider,
-    ProviderAvailability, ProviderPolicy,
+    ProviderPolicy,
 };
-use w2v_engine::backend::ort::{
-    find_ort_library, ort_available_providers, ort_library, ort_version, ORT_DYLIB_PATH,
-};
+use w2v::engine::backend::ort::{find_ort_library, ORT_DYLIB_PATH};
+use w2v::runtime::{judge_providers, ort_facts};
 
-use super::model::resolve_model;
+use w2v::resolve_model;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -160,86 +159,27 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
 fn ort_report(platform: &Platform) -> OrtReport {
     let env = std::env::var_os(ORT_DYLIB_PATH).map(|v| v.to_string_lossy().into_owned());
-    let loaded =
-        ort_library().and_then(|lib| Ok((lib, ort_version()?, ort_available_providers()?)));
-    let (library, version, providers, problem) = match loaded {
-        Ok((lib, version, providers)) => (Some(lib), Some(version), providers, None),
+    let facts = ort_facts();
+    // The same judgement `--provider auto` makes.
+    let availability = judge_providers(&facts, platform);
+    let (library, version, providers, problem) = match facts {
+        Ok(f) => (Some(f.library), Some(f.version), f.offered, None),
         // Found but not loadable still names the file.
-        Err(e) => (
-            find_ort_library().ok(),
-            None,
-            Vec::new(),
-            Some(e.to_string()),
-        ),
+        Err(e) => (find_ort_library().ok(), None, Vec::new(), Some(e)),
     };
-    let status = |ort_name: &str, what: &str, provider_lib: &str| -> ProviderStatus {
-        let Some(lib) = library.as_deref().filter(|_| problem.is_none()) else {
-            return ProviderStatus {
-                available: false,
-                reason: Some("ONNX Runtime is not available".into()),
-            };
-        };
-        if !providers.iter().any(|p| p == ort_name) {
-            return ProviderStatus {
-                available: false,
+    let status = |provider: Provider| -> ProviderStatus {
+        match availability.get(provider) {
+            Ok(()) => ProviderStatus {
+                available: true,
                 reason: Some(format!(
-                    "this ONNX Runtime build has no {what} execution provider (a CPU-only build; \
-                     a GPU build of ONNX Runtime, or JetPack's on a Jetson, has it)"
+                    "compiled in; the {provider} libraries are loaded when a session registers it"
                 )),
-            };
-        }
-        let dir = lib.parent().unwrap_or(Path::new("."));
-        if !dir.join(provider_lib).is_file() {
-            return ProviderStatus {
+            },
+            Err(reason) => ProviderStatus {
                 available: false,
-                reason: Some(format!(
-                    "compiled in, but {provider_lib} is missing from {}",
-                    dir.display()
-                )),
-            };
+                reason: Some(reason.to_string()),
+            },
         }
-        if !platform.is_jetson() && !Path::new("/proc/driver/nvidia/version").is_file() {
-            return ProviderStatus {
-                available: false,
-                reason: Some(
-                    "compiled in, but no NVIDIA GPU driver is loaded (/proc/driver/nvidia/version \
-                     is absent)"
-                        .into(),
-                ),
-            };
-        }
-        ProviderStatus {
-            available: true,
-            reason: Some(format!(
-                "compiled in; the {what} libraries are loaded when a session registers it"
-            )),
-        }
-    };
-    let cuda = status(
-        Provider::Cuda.ort_name(),
-        "CUDA",
-        "libonnxruntime_providers_cuda.so",
-    );
-    let tensorrt = status(
-        Provider::TensorRt.ort_name(),
-        "TensorRT",
-        "libonnxruntime_providers_tensorrt.so",
-    );
-    let as_result = |s: &ProviderStatus| {
-        if s.available {
-            Ok(())
-        } else {
-            Err(s.reason.clone().unwrap_or_default())
-        }
-    };
-    let availability = ProviderAvailability {
-        tensorrt: as_result(&tensorrt),
-        cuda: as_result(&cuda),
-        cpu: if problem.is_none() {
-            Ok(())
-        } else {
-            Err("ONNX Runtime is not available".into())
-        },
     };
     let auto_plan = ProviderPolicy::default()
         .plan(&availability)
@@ -252,8 +192,8 @@ fn ort_report(platform: &Platform) -> OrtReport {
         version,
         problem,
         providers,
-        cuda,
-        tensorrt,
+        cuda: status(Provider::Cuda),
+        tensorrt: status(Provider::TensorRt),
         auto_plan,
     }
 }

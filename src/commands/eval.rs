@@ -4,15 +4,12 @@ use std::time::Instant;
 
 use anyhow::Result;
 use serde::Serialize;
-use w2v_engine::manifest::read_manifest;
-use w2v_engine::metrics::{char_errors, word_errors, EditCounts};
-use w2v_engine::transcriber::{ChunkPlan, Transcriber};
+use w2v::engine::manifest::read_manifest;
+use w2v::engine::metrics::{char_errors, word_errors, EditCounts};
 
 use super::decoder::DecoderArgs;
-use super::model::{open_backend, ModelArgs};
-use super::transcribe::{
-    is_model_failure, progress_bar, transcribe_file, use_decoder, use_word_list,
-};
+use super::model::ModelArgs;
+use super::transcribe::{is_model_failure, open_recognizer, progress_bar};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -60,17 +57,18 @@ struct Report {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let rows = read_manifest(&args.data)?;
-    let model_path = super::model::resolve_model(args.model.model.as_deref())?;
-    let chunk_seconds = ChunkPlan::default().chunk_seconds;
-    let mut t = Transcriber::new(open_backend(&args.model, chunk_seconds)?.backend);
-    use_word_list(&mut t, args.words.as_deref())?;
-    use_decoder(&mut t, &args.decoder)?;
+    let mut t = open_recognizer(
+        &args.model,
+        &args.decoder,
+        args.words.as_deref(),
+        w2v::DEFAULT_CHUNK_SECONDS,
+    )?;
     let start = Instant::now();
     let bar = progress_bar(rows.len() as u64, "evaluating");
     let (mut words, mut chars) = (EditCounts::default(), EditCounts::default());
     let (mut audio_s, mut compute_s, mut failed) = (0.0, 0.0, 0);
     for row in &rows {
-        match transcribe_file(&mut t, &row.path) {
+        match t.transcribe_file(&row.path).map_err(anyhow::Error::from) {
             Ok(tr) => {
                 words += word_errors(&row.transcript, &tr.text);
                 chars += char_errors(&row.transcript, &tr.text);
@@ -97,15 +95,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     bar.finish_and_clear();
     let report = Report {
-        model: model_path.display().to_string(),
+        model: t.model_path().display().to_string(),
         backend: t.backend_name(),
-        decoding: if t.lexicon.is_some() {
-            "lexicon"
-        } else if t.beam.is_some() {
-            "beam"
-        } else {
-            "greedy"
-        },
+        decoding: t.decoding(),
         words_file: args.words.as_ref().map(|p| p.display().to_string()),
         lm_file: args.decoder.lm.as_ref().map(|p| p.display().to_string()),
         utterances: rows.len() - failed,

@@ -2,7 +2,7 @@
 //! the train crate).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -10,19 +10,17 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use prost::Message;
 use serde::Serialize;
-use w2v_engine::audio;
-use w2v_engine::ctc::{greedy_decode, Vocabulary};
 use w2v_engine::fs::atomic_write;
-use w2v_engine::manifest::read_manifest;
-use w2v_engine::metrics::{word_errors, EditCounts};
 use w2v_engine::model_info::ModelInfo;
 use w2v_engine::onnx_pb::ModelProto;
 use w2v_train::checkpoint;
+use w2v_train::data::{load_eval, load_examples, word_error_rate, LoadedExamples};
 use w2v_train::regularize::Masking;
-use w2v_train::trainer::{Example, Trainer, TrainerConfig};
+use w2v_train::trainer::{Trainer, TrainerConfig};
 
-use super::model::{graph_runner_factory, ModelArgs};
+use super::model::ModelArgs;
 use super::transcribe::progress_bar;
+use w2v::runtime::graph_runner_factory;
 
 /// The checkpoint's file name inside the output folder.
 const CHECKPOINT_FILE: &str = "checkpoint.w2vckpt";
@@ -145,113 +143,9 @@ struct Report {
     peak_memory_mb: Option<f64>,
 }
 
-/// Read the TSV rows into examples; unreadable audio and clips too short for their transcript are
-/// skipped (counted) unless `strict`; characters outside the vocabulary are always an error.
-fn load_examples(
-    data: &Path,
-    info: &ModelInfo,
-    strict: bool,
-) -> Result<(Vec<Example>, usize, usize)> {
-    let rows = read_manifest(data)?;
-    let vocab = Vocabulary::from_model_info(info);
-    let mut unknown: Vec<char> = Vec::new();
-    let mut labels = Vec::with_capacity(rows.len());
-    for row in &rows {
-        match vocab.encode(&row.transcript) {
-            Ok(l) => labels.push(l),
-            Err(chars) => {
-                for c in chars {
-                    if !unknown.contains(&c) {
-                        unknown.push(c);
-                    }
-                }
-                labels.push(Vec::new());
-            }
-        }
-    }
-    if !unknown.is_empty() {
-        let list: Vec<String> = unknown.iter().map(|c| format!("{c:?}")).collect();
-        bail!(
-            "{}: transcripts use characters outside the model's vocabulary: {}",
-            data.display(),
-            list.join(", ")
-        );
-    }
-    let bar = progress_bar(rows.len() as u64, "reading audio");
-    let (mut examples, mut unreadable, mut too_short) = (Vec::new(), 0, 0);
-    for (row, labels) in rows.iter().zip(labels) {
-        bar.inc(1);
-        let mut samples = match audio::load(&row.path, info.sample_rate) {
-            Ok(s) => s,
-            Err(e) if strict => return Err(e.into()),
-            Err(e) => {
-                tracing::warn!("skipping {}: {e}", row.path.display());
-                unreadable += 1;
-                continue;
-            }
-        };
-        let frames = info.frames_for_samples(samples.len());
-        let repeats = labels.windows(2).filter(|w| w[0] == w[1]).count();
-        if frames < labels.len() + repeats || frames == 0 {
-            let msg = format!(
-                "{}: {:.2} s of audio ({frames} frames) is too short for its {}-token transcript",
-                row.path.display(),
-                samples.len() as f64 / info.sample_rate as f64,
-                labels.len()
-            );
-            if strict {
-                bail!(msg);
-            }
-            tracing::warn!("skipping {msg}");
-            too_short += 1;
-            continue;
-        }
-        if info.do_normalize {
-            audio::normalize(&mut samples);
-        }
-        examples.push(Example { samples, labels });
-    }
-    bar.finish_and_clear();
-    if examples.is_empty() {
-        bail!("{}: no usable examples", data.display());
-    }
-    Ok((examples, unreadable, too_short))
-}
-
-/// The --eval rows: normalized audio and transcript. Unreadable audio is an error (an
-/// evaluation that silently drops rows would not be comparable between runs).
-fn load_eval(data: &Path, info: &ModelInfo) -> Result<Vec<(Vec<f32>, String)>> {
-    let rows = read_manifest(data)?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let mut samples = audio::load(&row.path, info.sample_rate)
-            .with_context(|| format!("{} (in {})", row.path.display(), data.display()))?;
-        if info.do_normalize {
-            audio::normalize(&mut samples);
-        }
-        out.push((samples, row.transcript));
-    }
-    if out.is_empty() {
-        bail!("{}: no rows to evaluate on", data.display());
-    }
-    Ok(out)
-}
-
-/// Corpus WER of the current weights on `set` (greedy decoding).
-fn evaluate(trainer: &mut Trainer, set: &[(Vec<f32>, String)], vocab: &Vocabulary) -> Result<f64> {
-    let mut counts = EditCounts::default();
-    let spf = trainer.info().seconds_per_frame();
-    for (samples, reference) in set {
-        let (logits, _) = trainer.logits(samples)?;
-        let hyp = greedy_decode(&logits, vocab, spf, 0.0);
-        counts += word_errors(reference, &hyp.text);
-    }
-    Ok(counts.rate())
-}
-
 pub fn run(args: Args) -> Result<ExitCode> {
     let start = Instant::now();
-    let mut model_path = super::model::resolve_model(args.model.model.as_deref())?;
+    let mut model_path = args.model.path()?;
     let checkpoint =
         model_path.is_dir() || w2v_export::checkpoint::fairseq::is_torch_archive(&model_path);
     if args.vocab.is_some() && !checkpoint {
@@ -296,7 +190,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let model = ModelProto::decode(bytes.as_slice())
         .with_context(|| format!("{}: not an ONNX model", model_path.display()))?;
-    let (examples, unreadable, too_short) = load_examples(&args.data, &info, args.strict)?;
+    let mut bar = None;
+    let LoadedExamples {
+        examples,
+        unreadable,
+        too_short,
+    } = load_examples(&args.data, &info, args.strict, &mut |done, rows| {
+        bar.get_or_insert_with(|| progress_bar(rows as u64, "reading audio"))
+            .set_position(done as u64)
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     let data_hash = w2v_engine::fs::sha256_hex(&std::fs::read(&args.data)?);
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("{}: cannot create folder", args.output.display()))?;
@@ -349,7 +254,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         layer_drop: args.layer_drop,
         ..TrainerConfig::default()
     };
-    let make = graph_runner_factory(&args.model)?;
+    let make = graph_runner_factory(&args.model.runtime())?;
     let mut trainer = Trainer::new(&model, config, examples.len(), &*make)
         .with_context(|| model_path.display().to_string())?;
     if args.resume {
@@ -363,13 +268,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     install_sigint_handler();
 
-    let vocab = Vocabulary::from_model_info(&info);
     let eval_every = args.eval_every.unwrap_or(args.checkpoint_every).max(1);
     let mut eval_wer_before = None;
     let mut eval_wer = None;
     if let Some(set) = &eval_set {
         if trainer.state.step == 0 {
-            let wer = evaluate(&mut trainer, set, &vocab)?;
+            let wer = word_error_rate(&mut trainer, set)?;
             eval_wer_before = Some(wer);
             report_eval(args.json, 0, wer, None);
         }
@@ -398,7 +302,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         if let Some(set) = &eval_set {
             if r.step % eval_every == 0 || r.step == args.steps {
-                let wer = evaluate(&mut trainer, set, &vocab)?;
+                let wer = word_error_rate(&mut trainer, set)?;
                 eval_wer = Some(wer);
                 report_eval(args.json, r.step, wer, Some(&bar));
             }

@@ -14,7 +14,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let model = super::model::resolve_model(args.model.as_deref())?;
+    let model = w2v::resolve_model(args.model.as_deref())?;
     let info = ModelInfo::read(&model)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&info)?);

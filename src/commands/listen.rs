@@ -7,14 +7,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use w2v_board_support::{AudioSource, CaptureError, FileSource, Pacing};
-use w2v_engine::audio::{self, PcmStream, Resampler, StreamHint};
-use w2v_engine::ctc::Vocabulary;
-use w2v_engine::grammar::CommandSet;
-use w2v_engine::listen::{EventKind, ListenConfig, ListenEvent, Listener};
-use w2v_engine::vad::VadConfig;
+use w2v::board_support::{AudioSource, CaptureError, FileSource, Pacing};
+use w2v::engine::audio::{self, PcmStream, StreamHint};
+use w2v::{EventKind, ListenEvent, Options, Recognizer, StreamOptions, VadConfig};
 
-use super::model::{open_backend, ModelArgs};
+use super::model::ModelArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -172,16 +169,17 @@ fn open_microphone(_device: Option<&str>) -> Result<Box<dyn AudioSource>> {
 pub fn run(args: Args) -> Result<ExitCode> {
     // Each utterance is one inference of at most --max-utterance-ms (plus VAD padding).
     let longest = f64::from(args.max_utterance_ms) / 1000.0 + 1.0;
-    let backend = open_backend(&args.model, longest)?.backend;
-    let rate = backend.info().sample_rate;
-    let commands = match &args.commands {
-        Some(path) => Some(CommandSet::load(
-            path,
-            &Vocabulary::from_model_info(backend.info()),
-        )?),
-        None => None,
+    let options = Options {
+        runtime: args.model.runtime(),
+        chunk_seconds: longest,
+        ..Options::default()
     };
-    let config = ListenConfig {
+    let mut recognizer = Recognizer::open(args.model.path()?, &options)?;
+    let rate = recognizer.sample_rate();
+    let stream_options = StreamOptions {
+        commands: args.commands.clone(),
+        threshold: args.threshold,
+        early_decision: !args.no_early,
         vad: VadConfig {
             start_db: args.vad_start_db,
             continue_db: args.vad_continue_db,
@@ -193,28 +191,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
             max_utterance_ms: args.max_utterance_ms,
             ..VadConfig::default()
         },
-        threshold: args.threshold,
-        early_decision: !args.no_early,
     };
-    let mut listener = Listener::new(backend, commands, config)?;
-    listener.warm_up()?;
+    let mut stream = recognizer.stream(&stream_options)?;
+    stream.warm_up()?;
     let mut source = open_source(&args, rate)?;
-    let mut resampler = if source.sample_rate() == rate {
-        None
-    } else {
-        Some(Resampler::new(source.sample_rate(), rate).with_context(|| {
-            format!(
-                "{}: cannot resample from {} Hz to {rate} Hz",
-                source.name(),
-                source.sample_rate()
-            )
-        })?)
-    };
-    tracing::info!(
-        source = source.name(),
-        rate = source.sample_rate(),
-        "listening"
-    );
+    let source_rate = source.sample_rate();
+    tracing::info!(source = source.name(), rate = source_rate, "listening");
 
     let mut out = Output {
         json: args.json,
@@ -223,7 +205,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
         t0: Instant::now(),
     };
     let mut block = Vec::new();
-    let mut events = Vec::new();
     let mut reported_overruns = 0;
     // Wall-clock zero: when reading starts (a file replayed at real time starts its clock at
     // the first read, a microphone is already running).
@@ -242,21 +223,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
             );
             reported_overruns = overruns;
         }
-        match &mut resampler {
-            Some(r) => {
-                let resampled = r.process(&block);
-                listener.push(&resampled, &mut events)?;
-            }
-            None => listener.push(&block, &mut events)?,
-        }
-        out.emit(&mut events)?;
+        let events = stream
+            .accept_waveform(source_rate, &block)
+            .with_context(|| source.name().to_string())?;
+        out.emit(events)?;
+        stream.clear();
     }
-    if let Some(r) = &mut resampler {
-        let tail = r.flush();
-        listener.push(&tail, &mut events)?;
-    }
-    listener.finish(&mut events)?;
-    out.emit(&mut events)?;
+    out.emit(stream.flush()?)?;
     out.wait_children();
     Ok(ExitCode::SUCCESS)
 }
@@ -269,7 +242,7 @@ struct Output {
 }
 
 impl Output {
-    fn emit(&mut self, events: &mut Vec<ListenEvent>) -> Result<()> {
+    fn emit(&mut self, events: &[ListenEvent]) -> Result<()> {
         if events.is_empty() {
             self.reap();
             return Ok(());
@@ -277,18 +250,18 @@ impl Output {
         let decided_at = self.t0.elapsed().as_secs_f64();
         let stdout = std::io::stdout();
         let mut lock = stdout.lock();
-        for ev in events.drain(..) {
+        for ev in events {
             if self.json {
                 serde_json::to_writer(
                     &mut lock,
                     &JsonEvent {
-                        event: &ev,
+                        event: ev,
                         decided_at,
                     },
                 )?;
                 writeln!(lock)?;
             } else {
-                writeln!(lock, "{}", text_line(&ev))?;
+                writeln!(lock, "{}", text_line(ev))?;
             }
             lock.flush()?;
             if self.exec && ev.kind == EventKind::Command {

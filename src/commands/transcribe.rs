@@ -6,14 +6,10 @@ use anyhow::{Context, Result};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use w2v_engine::audio;
-use w2v_engine::ctc::Word;
-use w2v_engine::lexicon::Lexicon;
-use w2v_engine::transcriber::{FileTranscript, Transcriber};
-use w2v_engine::{Backend, BackendError};
+use w2v::{Options, Recognizer, Transcript, Word};
 
 use super::decoder::DecoderArgs;
-use super::model::{open_backend, ModelArgs};
+use super::model::ModelArgs;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -50,27 +46,26 @@ pub struct Args {
     dump_logits: Option<PathBuf>,
 }
 
-/// With `--lm`, `--hotwords` or `--decoder beam`: decode `t`'s logits by beam search.
-pub fn use_decoder<B: Backend>(t: &mut Transcriber<B>, decoder: &DecoderArgs) -> Result<()> {
-    t.beam = decoder.setup(t.vocab(), 1)?;
-    Ok(())
-}
-
-/// With `--words`: constrain `t`'s decoding to the listed words.
-pub fn use_word_list<B: Backend>(t: &mut Transcriber<B>, words: Option<&Path>) -> Result<()> {
-    if let Some(path) = words {
-        let lex = Lexicon::load(path, t.vocab())?;
-        tracing::info!(words = lex.words().len(), file = %path.display(), "lexicon-constrained decoding");
-        t.lexicon = Some(lex);
-    }
-    Ok(())
+/// The recognizer the flags describe: the model on its runtime, with the decoder loaded.
+pub fn open_recognizer(
+    model: &ModelArgs,
+    decoder: &DecoderArgs,
+    words: Option<&Path>,
+    chunk_seconds: f64,
+) -> Result<Recognizer> {
+    let options = Options {
+        runtime: model.runtime(),
+        decoder: decoder.options(words),
+        chunk_seconds,
+    };
+    Ok(Recognizer::open(model.path()?, &options)?)
 }
 
 #[derive(Serialize)]
 struct JsonLine<'a> {
     file: &'a Path,
     #[serde(flatten)]
-    transcript: &'a FileTranscript,
+    transcript: &'a Transcript,
 }
 
 pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
@@ -93,44 +88,30 @@ pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
 /// plan per input length, so a model it cannot load fails at the first file, not at open), which
 /// stops a multi-file run instead of failing every file the same way.
 pub fn is_model_failure(e: &anyhow::Error) -> bool {
-    matches!(
-        e.downcast_ref::<BackendError>(),
-        Some(BackendError::Load { .. } | BackendError::Model(_) | BackendError::OrtLibrary { .. })
-    )
+    e.downcast_ref::<w2v::Error>()
+        .is_some_and(w2v::Error::is_model_failure)
 }
 
-/// Decode and transcribe one file; errors name the file.
-pub fn transcribe_file<B: Backend>(t: &mut Transcriber<B>, path: &Path) -> Result<FileTranscript> {
-    let samples = audio::load(path, t.info().sample_rate)?;
-    t.transcribe(&samples)
-        .with_context(|| path.display().to_string())
-}
-
-/// [`transcribe_file`], saving the logits as `dir/<file name>.npy`.
-fn transcribe_and_dump<B: Backend>(
-    t: &mut Transcriber<B>,
-    path: &Path,
-    dir: &Path,
-) -> Result<FileTranscript> {
-    let samples = audio::load(path, t.info().sample_rate)?;
-    let (tr, logits) = t
-        .transcribe_keeping_logits(&samples)
-        .with_context(|| path.display().to_string())?;
+/// [`Recognizer::transcribe_file`], saving the logits as `dir/<file name>.npy`.
+fn transcribe_and_dump(r: &mut Recognizer, path: &Path, dir: &Path) -> Result<Transcript> {
+    let (tr, logits) = r.transcribe_file_with_logits(path)?;
     let name = path.file_name().unwrap_or(path.as_os_str());
     let mut out_name = name.to_os_string();
     out_name.push(".npy");
     let out = dir.join(out_name);
-    let bytes = w2v_engine::npy::encode_logits(logits.row(0), logits.frames, logits.vocab);
-    w2v_engine::fs::atomic_write_bytes(&out, &bytes)
+    let bytes = w2v::engine::npy::encode_logits(logits.row(0), logits.frames, logits.vocab);
+    w2v::engine::fs::atomic_write_bytes(&out, &bytes)
         .with_context(|| format!("{}: cannot write", out.display()))?;
     Ok(tr)
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let mut t = Transcriber::new(open_backend(&args.model, args.chunk_seconds)?.backend);
-    t.plan.chunk_seconds = args.chunk_seconds;
-    use_word_list(&mut t, args.words.as_deref())?;
-    use_decoder(&mut t, &args.decoder)?;
+    let mut t = open_recognizer(
+        &args.model,
+        &args.decoder,
+        args.words.as_deref(),
+        args.chunk_seconds,
+    )?;
     if let Some(dir) = &args.dump_logits {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create the directory", dir.display()))?;
@@ -142,7 +123,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     for path in &args.files {
         let result = match &args.dump_logits {
             Some(dir) => transcribe_and_dump(&mut t, path, dir),
-            None => transcribe_file(&mut t, path),
+            None => t.transcribe_file(path).map_err(anyhow::Error::from),
         };
         match result {
             Ok(tr) => {

@@ -4,6 +4,7 @@
 pub mod autodiff;
 pub mod checkpoint;
 pub mod ctc;
+pub mod data;
 pub mod gradients;
 pub mod optim;
 pub mod parameters;

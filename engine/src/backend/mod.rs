@@ -100,6 +100,22 @@ pub fn attention_mask(batch: &Batch<'_>) -> Vec<i64> {
     mask
 }
 
+/// A borrowed backend is a backend: a [`crate::listen::Listener`] can run on a model that
+/// something else owns.
+impl<B: Backend + ?Sized> Backend for &mut B {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn info(&self) -> &ModelInfo {
+        (**self).info()
+    }
+
+    fn run(&mut self, batch: &Batch<'_>) -> Result<Logits, BackendError> {
+        (**self).run(batch)
+    }
+}
+
 impl Backend for Box<dyn Backend> {
     fn name(&self) -> &'static str {
         (**self).name()
