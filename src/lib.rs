@@ -44,6 +44,9 @@ mod decoder;
 mod error;
 mod recognizer;
 pub mod runtime;
+#[cfg(feature = "serve")]
+pub mod serve;
+pub mod subtitles;
 
 pub use decoder::{defaults as decoder_defaults, DecoderKind, DecoderOptions, LoadedDecoder};
 pub use error::{Error, Result};
@@ -62,6 +65,12 @@ pub use w2v_board_support as board_support;
 pub use w2v_engine as engine;
 pub use w2v_export as export;
 pub use w2v_train as train;
+
+// The server moves recognizers between threads.
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<Recognizer>();
+};
 
 /// Decode an audio file (WAV, FLAC, MP3, OGG/Vorbis) to mono samples at `rate` Hz.
 ///

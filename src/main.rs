@@ -42,6 +42,10 @@ enum Command {
     Listen(commands::listen::Args),
     /// Report the platform, ONNX Runtime and its execution providers, audio input, default model.
     Doctor(commands::doctor::Args),
+    /// Serve the model over HTTP (OpenAI-style transcriptions, WebSocket streaming, metrics) and
+    /// the Wyoming protocol (Home Assistant).
+    #[cfg(feature = "serve")]
+    Serve(commands::serve::Args),
 }
 
 fn init_logging(verbose: u8) {
@@ -103,6 +107,8 @@ fn main() -> ExitCode {
         Command::Bench(a) => commands::bench::run(a),
         Command::Doctor(a) => commands::doctor::run(a),
         Command::Listen(a) => commands::listen::run(a),
+        #[cfg(feature = "serve")]
+        Command::Serve(a) => commands::serve::run(a),
     };
     match result {
         Ok(code) => code,

@@ -55,7 +55,7 @@ pub use w2v_engine::transcriber::DEFAULT_CHUNK_SECONDS;
 /// # Ok::<(), w2v::Error>(())
 /// ```
 pub struct Recognizer {
-    transcriber: Transcriber<Box<dyn Backend>>,
+    transcriber: Transcriber<Box<dyn Backend + Send>>,
     path: PathBuf,
     ort: Option<OrtSessionReport>,
 }
@@ -269,7 +269,7 @@ pub struct StreamResult {
 
 /// A live stream over a [`Recognizer`]'s model (see [`Recognizer::stream`]).
 pub struct Stream<'r> {
-    listener: Listener<&'r mut Box<dyn Backend>>,
+    listener: Listener<&'r mut Box<dyn Backend + Send>>,
     resampler: Option<Resampler>,
     events: Vec<ListenEvent>,
     new_from: usize,

@@ -258,7 +258,7 @@ pub struct TensorRtReport {
 pub struct OpenedModel {
     /// The model file.
     pub path: PathBuf,
-    pub backend: Box<dyn Backend>,
+    pub backend: Box<dyn Backend + Send>,
     /// For the ort backend.
     pub ort: Option<OrtSessionReport>,
 }

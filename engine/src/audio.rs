@@ -17,7 +17,7 @@ mod decode;
 mod resample;
 mod stream;
 
-pub use decode::decode_file;
+pub use decode::{decode_bytes, decode_file};
 pub use resample::{resample, ResampleError, Resampler};
 pub use stream::{PcmStream, StreamHint};
 
@@ -127,13 +127,21 @@ impl AudioError {
 
 /// Decode `path` (any supported format), mix it to mono and resample it to `target_rate` Hz.
 pub fn load(path: &Path, target_rate: u32) -> Result<Vec<f32>, AudioError> {
-    let decoded = decode_file(path)?;
+    to_rate(decode_file(path)?, &path.display().to_string(), target_rate)
+}
+
+/// [`load`] for audio in memory (an upload named `name`).
+pub fn load_bytes(bytes: Vec<u8>, name: &str, target_rate: u32) -> Result<Vec<f32>, AudioError> {
+    to_rate(decode_bytes(bytes, name)?, name, target_rate)
+}
+
+fn to_rate(decoded: DecodedAudio, shown: &str, target_rate: u32) -> Result<Vec<f32>, AudioError> {
     if decoded.sample_rate == target_rate {
         return Ok(decoded.samples);
     }
     let mut resampler =
         Resampler::new(decoded.sample_rate, target_rate).map_err(|e| AudioError::Resample {
-            path: path.display().to_string(),
+            path: shown.to_string(),
             from: decoded.sample_rate,
             to: target_rate,
             reason: e.to_string(),

@@ -8,4 +8,6 @@ pub mod finetune;
 pub mod inspect;
 pub mod listen;
 pub mod model;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod transcribe;

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use w2v::{Options, Recognizer, Transcript, Word};
+use w2v::{Options, Recognizer, Transcript};
 
 use super::decoder::DecoderArgs;
 use super::model::ModelArgs;
@@ -139,7 +139,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                             transcript: &tr
                         })?
                     )?,
-                    Format::Srt => write!(out, "{}", srt(&tr.words))?,
+                    Format::Srt => write!(out, "{}", w2v::subtitles::srt(&tr.words))?,
                 }
             }
             Err(e) if is_model_failure(&e) => return Err(e),
@@ -165,71 +165,4 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .join(", ")
     );
     Ok(ExitCode::FAILURE)
-}
-
-/// SubRip cues of at most 7 words or 3.5 seconds each.
-fn srt(words: &[Word]) -> String {
-    fn stamp(t: f64) -> String {
-        let ms = (t.max(0.0) * 1000.0).round() as u64;
-        format!(
-            "{:02}:{:02}:{:02},{:03}",
-            ms / 3_600_000,
-            ms / 60_000 % 60,
-            ms / 1000 % 60,
-            ms % 1000
-        )
-    }
-    let mut out = String::new();
-    let mut cue: Vec<&Word> = Vec::new();
-    let mut n = 0;
-    let mut flush = |cue: &mut Vec<&Word>, out: &mut String| {
-        if let (Some(first), Some(last)) = (cue.first(), cue.last()) {
-            n += 1;
-            let text: Vec<&str> = cue.iter().map(|w| w.text.as_str()).collect();
-            out.push_str(&format!(
-                "{n}\n{} --> {}\n{}\n\n",
-                stamp(first.start),
-                stamp(last.end),
-                text.join(" ")
-            ));
-        }
-        cue.clear();
-    };
-    for w in words {
-        if let Some(first) = cue.first() {
-            if cue.len() >= 7 || w.end - first.start > 3.5 {
-                flush(&mut cue, &mut out);
-            }
-        }
-        cue.push(w);
-    }
-    flush(&mut cue, &mut out);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn w(text: &str, start: f64, end: f64) -> Word {
-        Word {
-            text: text.into(),
-            start,
-            end,
-            confidence: 1.0,
-        }
-    }
-
-    #[test]
-    fn srt_cues() {
-        let s = srt(&[
-            w("hello", 0.5, 1.0),
-            w("world", 1.1, 1.5),
-            w("again", 4.2, 4.6),
-        ]);
-        assert_eq!(
-            s,
-            "1\n00:00:00,500 --> 00:00:01,500\nhello world\n\n2\n00:00:04,200 --> 00:00:04,600\nagain\n\n"
-        );
-    }
 }

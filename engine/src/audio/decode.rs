@@ -10,7 +10,7 @@ use symphonia::core::codecs::audio::{AudioCodecId, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, TrackType};
-use symphonia::core::io::MediaSourceStream;
+use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
 
 use super::{AudioError, DecodedAudio};
@@ -47,8 +47,35 @@ pub fn decode_file(path: &Path) -> Result<DecodedAudio, AudioError> {
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
 
+    decode_guarded(Box::new(file), extension.as_deref(), shown)
+}
+
+/// Decode audio already in memory (an upload), as [`decode_file`] decodes a file; `name` (the
+/// upload's file name, if any) names it in errors and its extension hints the format.
+pub fn decode_bytes(bytes: Vec<u8>, name: &str) -> Result<DecodedAudio, AudioError> {
+    let shown = name.to_string();
+    if bytes.is_empty() {
+        return Err(AudioError::EmptyFile { path: shown });
+    }
+    let extension = Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    decode_guarded(
+        Box::new(std::io::Cursor::new(bytes)),
+        extension.as_deref(),
+        shown,
+    )
+}
+
+/// [`decode_source`] with a decoder panic turned into [`AudioError::Decode`].
+fn decode_guarded(
+    source: Box<dyn MediaSource>,
+    extension: Option<&str>,
+    shown: String,
+) -> Result<DecodedAudio, AudioError> {
     match catch_unwind(AssertUnwindSafe(|| {
-        decode_source(file, extension.as_deref(), &shown)
+        decode_source(source, extension, &shown)
     })) {
         Ok(result) => result,
         Err(payload) => {
@@ -71,11 +98,11 @@ fn one_line(s: &str) -> String {
 }
 
 fn decode_source(
-    file: File,
+    source: Box<dyn MediaSource>,
     extension: Option<&str>,
     path: &str,
 ) -> Result<DecodedAudio, AudioError> {
-    let mss = MediaSourceStream::new(Box::new(file), Default::default());
+    let mss = MediaSourceStream::new(source, Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = extension {
         hint.with_extension(ext);

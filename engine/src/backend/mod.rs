@@ -116,7 +116,7 @@ impl<B: Backend + ?Sized> Backend for &mut B {
     }
 }
 
-impl Backend for Box<dyn Backend> {
+impl<B: Backend + ?Sized> Backend for Box<B> {
     fn name(&self) -> &'static str {
         (**self).name()
     }
