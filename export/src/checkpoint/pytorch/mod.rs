@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn mutated_files_never_panic() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pickle");
+        let dir = w2v_test_support::paths::pickle_fixtures_dir();
         let names = [
             "float_types.bin",
             "views.bin",
