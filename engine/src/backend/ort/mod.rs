@@ -2,8 +2,8 @@
 //!
 //! ONNX Runtime is not linked at build time: its shared library is loaded once per process, the
 //! first time this backend is used, from the path [`find_ort_library`] picks. Every failure to find
-//! or load it becomes [`BackendError::OrtLibrary`], whose message says how to fix it; nothing here
-//! panics because the library is missing or broken.
+//! or load it becomes [`BackendError::OrtLibrary`](crate::backend::BackendError::OrtLibrary), whose
+//! message says how to fix it; nothing here panics because the library is missing or broken.
 //!
 //! ONNX Runtime handles dynamic input shapes itself, so unlike tract there is one session per
 //! model, whatever the batch shape.

@@ -201,8 +201,8 @@ pub struct OrtOptions {
     pub optimization_level: OptLevel,
     /// Registered in order; empty means ONNX Runtime's default (CPU).
     pub execution_providers: Vec<ExecutionProvider>,
-    /// Run through an I/O binding ([`OrtBackend`] says what that does); `None`: when a GPU
-    /// provider is registered.
+    /// Run through an I/O binding ([`OrtBackend`](super::OrtBackend) says what that does); `None`:
+    /// when a GPU provider is registered.
     pub io_binding: Option<bool>,
 }
 
