@@ -8,10 +8,11 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
+use w2v_test_support::paths::{default_int8_model, models_dir, samples_dir, samples_tsv};
 
 /// (absolute path, transcript) of every row of `samples/samples.tsv`.
 fn samples() -> Vec<(PathBuf, String)> {
-    let tsv = repo().join("samples/samples.tsv");
+    let tsv = samples_tsv();
     let text = std::fs::read_to_string(&tsv).unwrap_or_else(|e| panic!("{}: {e}", tsv.display()));
     let rows: Vec<(PathBuf, String)> = text
         .lines()
@@ -19,7 +20,7 @@ fn samples() -> Vec<(PathBuf, String)> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let (path, words) = l.split_once('\t').expect("path<TAB>transcript");
-            (repo().join("samples").join(path), words.to_string())
+            (samples_dir().join(path), words.to_string())
         })
         .collect();
     assert!(rows.len() >= 3, "{}: expected a few samples", tsv.display());
@@ -70,7 +71,7 @@ fn default_model_on_onnx_runtime_transcribes_the_samples() {
 
 #[test]
 fn int8_default_model_transcribes_the_samples() {
-    let int8 = repo().join("models/default.int8.onnx");
+    let int8 = default_int8_model();
     transcribes_every_sample(&["--model", int8.to_str().unwrap()]);
 }
 
@@ -88,7 +89,7 @@ fn the_shipped_model_describes_itself() {
 
 #[test]
 fn models_folder_fits_its_30_mb_budget() {
-    let dir = repo().join("models");
+    let dir = models_dir();
     let total: u64 = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap())
@@ -104,7 +105,7 @@ fn models_folder_fits_its_30_mb_budget() {
 
 /// `models/default.words.txt`: the shipped model's training words.
 fn word_list() -> PathBuf {
-    repo().join("models/default.words.txt")
+    models_dir().join("default.words.txt")
 }
 
 #[test]
@@ -202,7 +203,7 @@ fn bad_word_lists_are_one_line_errors() {
         "--words".as_ref(),
         bad.as_os_str(),
         "--data".as_ref(),
-        repo().join("samples/samples.tsv").as_os_str(),
+        samples_tsv().as_os_str(),
     ]);
     assert_one_error(&run, &[&shown(&bad), ":2:", "café", "é"]);
     let empty = dir.path().join("empty.txt");

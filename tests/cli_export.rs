@@ -9,6 +9,7 @@ use std::path::Path;
 
 use common::*;
 use serde_json::Value;
+use w2v_test_support::paths::pickle_fixtures_dir;
 
 /// Export `src` into an empty `out_dir`, expect one error line naming `must_contain`, and
 /// check `out_dir` is still empty (no model, no temp file).
@@ -337,7 +338,7 @@ fn missing_shard() {
 
 #[test]
 fn malicious_pickles_are_refused() {
-    let pickles = repo().join("export/tests/data/pickle");
+    let pickles = pickle_fixtures_dir();
     // (fixture, what the error must name: the refused global or opcode)
     let cases: [(&str, &[&str]); 4] = [
         ("evil_system.bin", &["refused", "system"]),
@@ -359,7 +360,7 @@ fn malicious_pickles_are_refused() {
 
 #[test]
 fn broken_pickles_fail_cleanly() {
-    let pickles = repo().join("export/tests/data/pickle");
+    let pickles = pickle_fixtures_dir();
     for file in [
         "truncated.bin",
         "truncated_pkl.bin",

@@ -5,13 +5,8 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::*;
-
-fn fairseq_fixture(rel: &str) -> PathBuf {
-    repo().join("tools/fixtures/fairseq").join(rel)
-}
+use w2v_test_support::paths::{fairseq_fixture, sample};
 
 #[test]
 fn fairseq_export_transcribes_like_the_hf_form_export() {
@@ -23,13 +18,13 @@ fn fairseq_export_transcribes_like_the_hf_form_export() {
     assert!(run.stdout.starts_with("exported "), "{}", run.stdout);
     assert_ok(&export_run(&fairseq_fixture("base-cfg/hf"), &from_hf, &[]));
     let mut texts = 0;
-    for sample in ["nine-zero-five-one.wav", "go-up.wav", "five-four.wav"] {
-        let audio = repo().join("samples").join(sample);
+    for name in ["nine-zero-five-one.wav", "go-up.wav", "five-four.wav"] {
+        let audio = sample(name);
         let (a, b) = (
             transcribe_text(&from_pt, &audio),
             transcribe_text(&from_hf, &audio),
         );
-        assert_eq!(a, b, "{sample}");
+        assert_eq!(a, b, "{name}");
         texts += usize::from(!a.trim().is_empty());
     }
     assert!(

@@ -8,6 +8,7 @@ use std::f64::consts::PI;
 use std::path::{Path, PathBuf};
 
 use w2v_engine::audio::{self, AudioError, Resampler};
+use w2v_test_support::max_abs_diff;
 
 const FREQ: f64 = 440.0;
 const AMP: f64 = 0.5;
@@ -188,15 +189,10 @@ fn decodes_every_format() {
 
         if let Some(max_err) = case.max_err {
             let exact = sine(case.rate, FREQ, AMP, expected_len);
-            let worst = d
-                .samples
-                .iter()
-                .zip(&exact)
-                .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
-                .fold(0.0, f64::max);
+            let worst = max_abs_diff(&d.samples, &exact);
             assert!(
-                worst <= max_err,
-                "{}: max sample error {worst:e} > {max_err:e}",
+                worst.diff <= max_err,
+                "{}: sample error over {max_err:e}: {worst}",
                 case.file
             );
         }
@@ -489,11 +485,7 @@ fn measure(from: u32, to: u32, freq: f64) -> ResampleQuality {
     let exact = sine(to, freq, AMP, y.len());
     let edge = (SETTLE_S * f64::from(to)) as usize;
     let mid = &y[edge..y.len() - edge];
-    let max_err = mid
-        .iter()
-        .zip(&exact[edge..])
-        .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
-        .fold(0.0, f64::max);
+    let max_err = max_abs_diff(mid, &exact[edge..edge + mid.len()]).diff;
     let peak = y.iter().map(|v| f64::from(v.abs())).fold(0.0, f64::max);
     let (amp, _, _) = fit_sine(mid, to, freq);
     ResampleQuality {

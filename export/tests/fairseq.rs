@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{cases, compare, MAX_ABS_DIFF};
+use common::{cases, compare, TIER};
 
 use w2v_engine::backend::ort::{OrtBackend, OrtOptions};
 use w2v_engine::backend::tract::TractBackend;
@@ -15,14 +15,10 @@ use w2v_engine::model_info::{keys, ModelInfo};
 use w2v_engine::{Backend, BackendOptions, Logits};
 use w2v_export::checkpoint::{fairseq, pytorch, CheckpointError};
 use w2v_export::{export, ExportError, ExportOptions, NewHead, Wav2Vec2Config};
+use w2v_test_support::assert_close;
+use w2v_test_support::paths::fairseq_fixture as fixture;
 
 const VARIANTS: [&str; 3] = ["base-cfg", "large-args", "layer-nobias-noproj"];
-
-fn fixture(variant: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tools/fixtures/fairseq")
-        .join(variant)
-}
 
 fn checkpoint(variant: &str) -> PathBuf {
     fixture(variant).join("checkpoint.pt")
@@ -54,13 +50,7 @@ fn fairseq_variants_match_pytorch_in_tract_and_ort() {
         let mut ort = OrtBackend::load(&onnx, &OrtOptions::default()).unwrap();
         let (o, do_) = run_cases(&mut ort, &format!("ort/{variant}"), &fixture(variant));
         for (a, b) in t.iter().zip(&o) {
-            let d = a
-                .data
-                .iter()
-                .zip(&b.data)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
-            assert!(d <= MAX_ABS_DIFF, "{variant}: tract vs ort max |diff| {d}");
+            assert_close(&format!("{variant}: tract vs ort"), &a.data, &b.data, TIER);
         }
         eprintln!("{variant}: max |logit diff| vs PyTorch: tract {dt:.2e}, ort {do_:.2e}");
     }

@@ -4,11 +4,10 @@
 use std::path::PathBuf;
 
 use w2v_export::checkpoint::{pytorch, CheckpointError};
+use w2v_test_support::paths::pickle_fixtures_dir;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/pickle")
-        .join(name)
+    pickle_fixtures_dir().join(name)
 }
 
 fn expected() -> serde_json::Map<String, serde_json::Value> {

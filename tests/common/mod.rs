@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end CLI tests: running the real `w2v` binary, checking its
-//! one-line errors, fixture paths, and tiny writers for the file formats the tests forge
-//! (safetensors, WAV, a bare ONNX `ModelProto`).
+//! one-line errors, and tiny writers for the file formats the tests forge (safetensors, WAV, a
+//! bare ONNX `ModelProto`). Fixture paths and tolerances come from `w2v-test-support`, shared with
+//! the crates' tests; the ones these tests use everywhere are re-exported here.
 
 #![allow(dead_code)]
 
@@ -8,22 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The fixture checkpoint variants in `tools/fixtures/wav2vec2/`.
-pub const VARIANTS: [&str; 4] = [
-    "base-safetensors",
-    "base-bin-legacy-weight-norm",
-    "large-stable-sharded",
-    "layer-noprefix-bin",
-];
+pub const VARIANTS: [&str; 4] = w2v_test_support::paths::WAV2VEC2_VARIANTS;
 
 /// The workspace root (the root package's manifest folder).
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
+pub use w2v_test_support::paths::repo_root as repo;
 /// A fixture checkpoint folder.
-pub fn fixture(variant: &str) -> PathBuf {
-    repo().join("tools/fixtures/wav2vec2").join(variant)
-}
+pub use w2v_test_support::paths::wav2vec2_fixture as fixture;
 
 /// `../shared/data`, absolute.
 pub fn shared_data() -> PathBuf {

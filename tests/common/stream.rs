@@ -60,8 +60,8 @@ impl Lcg {
 
 /// The default model's test split: (absolute path, word) for the given words.
 pub fn test_clips(words: &[&str]) -> Vec<(PathBuf, String)> {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let manifest = repo.join("tools/train-default-model/manifest/test.tsv");
+    let manifest =
+        w2v_test_support::paths::repo_root().join("tools/train-default-model/manifest/test.tsv");
     let text = std::fs::read_to_string(&manifest)
         .unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
     let dir = manifest.parent().unwrap();

@@ -1,9 +1,10 @@
 //! AdamW against torch.optim.AdamW (trajectory from tools/fixtures/gen_optim_cases.py).
 
+use w2v_test_support::Tier;
 use w2v_train::optim::{AdamW, AdamWConfig};
 
 /// float32 parameters after a few updates: agreement to a few float32 ulps of O(1) values.
-const TOLERANCE: f64 = 1e-6;
+const TOLERANCE: f64 = Tier::ExactF32.f64();
 
 #[test]
 fn adamw_matches_pytorch() {

@@ -7,23 +7,11 @@ use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
 use w2v_engine::Batch;
+use w2v_test_support::{assert_close, Tier};
 
 /// The fixture variant folders (tools/fixtures/wav2vec2/*), sorted.
 pub fn fixtures() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/fixtures/wav2vec2");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("config.json").is_file())
-        .collect();
-    v.sort();
-    assert_eq!(
-        v.len(),
-        4,
-        "expected the four fixture variants in {}",
-        root.display()
-    );
-    v
+    w2v_test_support::paths::wav2vec2_fixtures()
 }
 
 /// One reference input and the logits PyTorch computed for it.
@@ -96,10 +84,11 @@ pub fn cases(dir: &Path) -> Vec<Case> {
         .collect()
 }
 
-/// Tolerance: max |logit difference| ≤ 1e-4 (logits are O(10); this is float32 reordering noise,
-/// far below any real error), and identical argmax on every frame whose reference top-2 margin
-/// exceeds 2e-4 (closer frames are ties within the tolerance).
-pub const MAX_ABS_DIFF: f32 = 1e-4;
+/// Tolerance: max |logit difference| within [`Tier::Fp32Graph`] (1e-4; logits are O(10): this is
+/// float32 reordering noise, far below any real error), and identical argmax on every frame whose
+/// reference top-2 margin exceeds `TIE_MARGIN` (closer frames are ties within the tolerance).
+pub const TIER: Tier = Tier::Fp32Graph;
+/// Twice the [`TIER`] bound: two logits closer than this may swap places within it.
 pub const TIE_MARGIN: f32 = 2e-4;
 
 /// Check logits against a reference case (shape, max |diff|, argmax off ties); returns the max
@@ -111,15 +100,13 @@ pub fn compare(what: &str, case: &Case, got: &w2v_engine::Logits) -> f32 {
         "{what}/{}: logits shape",
         case.name
     );
-    let mut max_diff = 0f32;
-    for (a, b) in got.data.iter().zip(&case.logits) {
-        max_diff = max_diff.max((a - b).abs());
-    }
-    assert!(
-        max_diff <= MAX_ABS_DIFF,
-        "{what}/{}: max |diff| {max_diff} > {MAX_ABS_DIFF}",
-        case.name
-    );
+    let max_diff = assert_close(
+        &format!("{what}/{}", case.name),
+        &got.data,
+        &case.logits,
+        TIER,
+    )
+    .diff as f32;
     let v = got.vocab;
     for (f, (row, reference)) in got.data.chunks(v).zip(case.logits.chunks(v)).enumerate() {
         let mut sorted = reference.to_vec();
