@@ -11,7 +11,6 @@ use std::sync::OnceLock;
 
 use ort::environment::Environment;
 
-use super::options::ExecutionProvider;
 use super::ORT_DYLIB_PATH;
 use crate::backend::BackendError;
 
@@ -315,38 +314,6 @@ pub fn ort_available_providers() -> Result<Vec<String>, crate::BackendError> {
         unsafe { (api.ReleaseStatus)(status.0) };
     }
     Ok(names)
-}
-
-/// Whether the loaded ONNX Runtime library offers the GPU execution providers: `Ok(())`, or why
-/// not. (CPU is always offered.)
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GpuProviderAvailability {
-    pub cuda: Result<(), String>,
-    pub tensorrt: Result<(), String>,
-}
-
-/// Which GPU providers the loaded library was built with ([`ort_available_providers`]). Being
-/// listed is necessary, not sufficient: registration (with `error_on_failure`) still fails if
-/// the provider library, driver or CUDA/TensorRT libraries are missing.
-pub fn ort_gpu_provider_availability() -> Result<GpuProviderAvailability, BackendError> {
-    let offered = ort_available_providers()?;
-    let library = ort_library()?;
-    let version = ort_version()?;
-    let check = |name: &str| -> Result<(), String> {
-        if offered.iter().any(|p| p == name) {
-            Ok(())
-        } else {
-            Err(format!(
-                "not built into this ONNX Runtime ({}, version {version}): it offers {}",
-                library.display(),
-                offered.join(", ")
-            ))
-        }
-    };
-    Ok(GpuProviderAvailability {
-        cuda: check(ExecutionProvider::cuda().name()),
-        tensorrt: check(ExecutionProvider::tensorrt().name()),
-    })
 }
 
 #[cfg(test)]

@@ -20,8 +20,7 @@ mod options;
 mod session;
 
 pub use library::{
-    find_ort_library, find_ort_library_in, ort_available_providers, ort_gpu_provider_availability,
-    ort_library, ort_version, GpuProviderAvailability,
+    find_ort_library, find_ort_library_in, ort_available_providers, ort_library, ort_version,
 };
 pub use options::{ExecutionProvider, OptLevel, OrtOptions, TensorRtOptions};
 pub use session::{OrtBackend, OrtGraph};
