@@ -62,6 +62,24 @@ pub struct Recognizer {
 
 impl Recognizer {
     /// Open the model file `model` (made by `w2v export`) as `options` say.
+    ///
+    /// ```
+    /// use w2v::{DecoderOptions, Options, Recognizer};
+    ///
+    /// // The shipped model, its output restricted to its own word list (`--words`).
+    /// let options = Options {
+    ///     decoder: DecoderOptions {
+    ///         words: Some("models/default.words.txt".into()),
+    ///         ..DecoderOptions::default()
+    ///     },
+    ///     ..Options::default()
+    /// };
+    /// let mut recognizer = Recognizer::open("models/default.onnx", &options)?;
+    /// assert_eq!(recognizer.decoding(), "lexicon");
+    /// let text = recognizer.transcribe_file("samples/go-up.wav")?.text;
+    /// assert_eq!(text, "GO UP");
+    /// # Ok::<(), w2v::Error>(())
+    /// ```
     pub fn open(model: impl AsRef<Path>, options: &Options) -> Result<Self> {
         Self::open_at(model.as_ref().to_path_buf(), options)
     }
@@ -135,7 +153,19 @@ impl Recognizer {
         self.ort.as_ref()
     }
 
-    /// Transcribe mono samples in `[-1, 1]` at `rate` Hz.
+    /// Transcribe mono samples in `[-1, 1]` at `rate` Hz (converted to the model's rate).
+    ///
+    /// ```
+    /// use w2v::{Options, Recognizer};
+    ///
+    /// let mut recognizer = Recognizer::open_default(&Options::default())?;
+    /// // Telephone-rate audio, as a capture card might deliver it.
+    /// let samples = w2v::load_audio("samples/nine-zero-five-one.wav", 8_000)?;
+    /// let transcript = recognizer.transcribe(&samples, 8_000)?;
+    /// assert_eq!(transcript.text, "NINE ZERO FIVE ONE");
+    /// assert!(transcript.words[0].start < transcript.words[1].start);
+    /// # Ok::<(), w2v::Error>(())
+    /// ```
     pub fn transcribe(&mut self, samples: &[f32], rate: u32) -> Result<Transcript> {
         let samples = self.to_model_rate(samples, rate)?;
         Ok(self.transcriber.transcribe(&samples)?)

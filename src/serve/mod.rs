@@ -108,6 +108,17 @@ impl Shared {
 /// Open `max_concurrent` recognizers, bind the listeners, call `ready` with the addresses, and
 /// serve until `shutdown` resolves; then stop accepting and let in-flight requests finish (up to
 /// `request_timeout`).
+///
+/// ```no_run
+/// use w2v::serve::{serve, shutdown_signal, ServeOptions};
+///
+/// # async fn run() -> Result<(), w2v::Error> {
+/// let mut options = ServeOptions::new(w2v::resolve_model(None)?);
+/// options.http = Some("127.0.0.1:8080".parse().unwrap());
+/// options.wyoming = Some("0.0.0.0:10300".parse().unwrap());
+/// serve(options, |bound| println!("listening on {bound:?}"), shutdown_signal()).await
+/// # }
+/// ```
 pub async fn serve(
     options: ServeOptions,
     ready: impl FnOnce(&Bound),

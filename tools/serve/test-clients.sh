@@ -5,7 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 W2V=${1:-target/debug/w2v}
 VENV=$(mktemp -d)/venv
-python3 -m venv "$VENV"
+if ! python3 -m venv "$VENV" 2>/dev/null; then
+    # Debian's python3 keeps venv (ensurepip) in a package of its own.
+    SUDO=$([[ $(id -u) == 0 ]] || echo sudo)
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$VENV"
+fi
 "$VENV/bin/pip" install -q openai wyoming websockets pytest
 OUT=$(mktemp)
 "$W2V" serve --http 127.0.0.1:0 --wyoming 127.0.0.1:0 --max-concurrent 2 >"$OUT" &

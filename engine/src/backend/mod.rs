@@ -100,32 +100,24 @@ pub fn attention_mask(batch: &Batch<'_>) -> Vec<i64> {
     mask
 }
 
-/// A borrowed backend is a backend: a [`crate::listen::Listener`] can run on a model that
-/// something else owns.
-impl<B: Backend + ?Sized> Backend for &mut B {
-    fn name(&self) -> &'static str {
-        (**self).name()
-    }
+/// A backend behind a pointer is a backend: boxed (`Box<dyn Backend + Send>`, what the runtime
+/// opens) or borrowed (a [`crate::listen::Listener`] running on a model something else owns).
+macro_rules! forward_backend {
+    ($($ptr:ty),*) => {$(
+        impl<B: Backend + ?Sized> Backend for $ptr {
+            fn name(&self) -> &'static str {
+                (**self).name()
+            }
 
-    fn info(&self) -> &ModelInfo {
-        (**self).info()
-    }
+            fn info(&self) -> &ModelInfo {
+                (**self).info()
+            }
 
-    fn run(&mut self, batch: &Batch<'_>) -> Result<Logits, BackendError> {
-        (**self).run(batch)
-    }
+            fn run(&mut self, batch: &Batch<'_>) -> Result<Logits, BackendError> {
+                (**self).run(batch)
+            }
+        }
+    )*};
 }
 
-impl<B: Backend + ?Sized> Backend for Box<B> {
-    fn name(&self) -> &'static str {
-        (**self).name()
-    }
-
-    fn info(&self) -> &ModelInfo {
-        (**self).info()
-    }
-
-    fn run(&mut self, batch: &Batch<'_>) -> Result<Logits, BackendError> {
-        (**self).run(batch)
-    }
-}
+forward_backend!(Box<B>, &mut B);
