@@ -32,6 +32,8 @@ enum Command {
     Transcribe(commands::transcribe::Args),
     /// Decode saved logits (.npy): greedy or beam search with an n-gram LM and hotwords.
     Decode(commands::decode::Args),
+    /// Language models: `w2v lm build CORPUS.txt -o LM.arpa` (modified Kneser-Ney).
+    Lm(commands::lm::Args),
     /// Word and character error rates on a labelled data set.
     Eval(commands::eval::Args),
     /// Fine-tune an fp32 model on labelled audio (CTC), on this device.
@@ -103,6 +105,7 @@ fn main() -> ExitCode {
         Command::Transcribe(a) => commands::transcribe::run(a),
         Command::Decode(a) => commands::decode::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Lm(a) => commands::lm::run(a),
         Command::Finetune(a) => commands::finetune::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Doctor(a) => commands::doctor::run(a),

@@ -199,3 +199,77 @@ fn bad_inputs_are_one_error_line() {
         &["--decoder beam"],
     );
 }
+
+/// `w2v lm build`: a domain LM from the user's own sentences, used at once by `--lm`.
+#[test]
+fn lm_build_makes_a_domain_lm_that_transcribe_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(
+        &corpus,
+        "nine zero five one\none two\nfive four\ngo up\nno stop\nzero nine eight\n\
+         two one zero\nfive five one\ngo down\nstop\n",
+    )
+    .unwrap();
+    let arpa = dir.path().join("commands.arpa");
+    let run = w2v([
+        "lm".as_ref(),
+        "build".as_ref(),
+        corpus.as_os_str(),
+        "-o".as_ref(),
+        arpa.as_os_str(),
+        "--order".as_ref(),
+        "3".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert!(run.success(), "{run:?}");
+    // Ten short sentences are too few for lmplz's discount estimates above unigrams: said once.
+    assert_eq!(run.stderr_lines().len(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("fallback (0.5, 1, 1.5)"), "{}", run.stderr);
+    let summary: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(summary["fallback_orders"], serde_json::json!([2, 3]));
+    assert_eq!(summary["order"], 3);
+    assert_eq!(summary["sentences"], 10);
+    let text = std::fs::read_to_string(&arpa).unwrap();
+    assert!(text.starts_with("\\data\\\nngram 1="), "{text}");
+    let sample = repo().join("samples/nine-zero-five-one.wav");
+    let run = w2v([
+        "transcribe".as_ref(),
+        "--lm".as_ref(),
+        arpa.as_os_str(),
+        sample.as_os_str(),
+    ]);
+    assert_ok(&run);
+    assert_eq!(run.stdout.trim(), "NINE ZERO FIVE ONE");
+
+    // Bad input: one line naming the file.
+    let missing = dir.path().join("missing.txt");
+    let run = w2v([
+        "lm".as_ref(),
+        "build".as_ref(),
+        missing.as_os_str(),
+        "-o".as_ref(),
+        arpa.as_os_str(),
+    ]);
+    assert_one_error(&run, &[&shown(&missing), "cannot read"]);
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "\n \n").unwrap();
+    let run = w2v([
+        "lm".as_ref(),
+        "build".as_ref(),
+        empty.as_os_str(),
+        "-o".as_ref(),
+        arpa.as_os_str(),
+    ]);
+    assert_one_error(&run, &[&shown(&empty), "no words"]);
+    let run = w2v([
+        "lm".as_ref(),
+        "build".as_ref(),
+        corpus.as_os_str(),
+        "-o".as_ref(),
+        arpa.as_os_str(),
+        "--order".as_ref(),
+        "9".as_ref(),
+    ]);
+    assert_one_error(&run, &["order must be between 1 and 6"]);
+}

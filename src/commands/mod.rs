@@ -7,6 +7,7 @@ pub mod export;
 pub mod finetune;
 pub mod inspect;
 pub mod listen;
+pub mod lm;
 pub mod model;
 #[cfg(feature = "serve")]
 pub mod serve;

@@ -5,5 +5,7 @@
 //! ([`crate::beam`]) converts them to natural-log units.
 
 pub mod arpa;
+pub mod build;
 
 pub use arpa::{LmError, LmState, NgramLm, WordId};
+pub use build::{build_arpa, BuildError, BuildSummary};
