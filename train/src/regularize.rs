@@ -25,7 +25,7 @@ use w2v_engine::onnx_pb::{
     TypeProto, TypeProtoTensor, ValueInfoProto,
 };
 
-use crate::trainer::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// The time-keep input of an instrumented graph: `[batch, frames, 1]`, 1 = keep.
 pub const TIME_KEEP: &str = "w2v_train/time_keep";
