@@ -27,9 +27,9 @@ pub use platform::{
     Platform, PowerMode,
 };
 pub use provider::{
-    cache_dir, default_cache_base, EngineCacheListing, Fallback, OptimizationProfile, Precision,
-    Provider, ProviderAvailability, ProviderError, ProviderPlan, ProviderPolicy, ProviderRequest,
-    QuantizationTarget, TensorRtError, TensorRtSettings,
+    cache_dir, default_cache_base, EngineCacheListing, Fallback, OptimizationProfile, Provider,
+    ProviderAvailability, ProviderError, ProviderPlan, ProviderPolicy, ProviderRequest,
+    TensorRtError, TensorRtSettings,
 };
 pub use tegrastats::{
     CpuCore, PowerRail, RamUsage, SamplerError, Stat, SwapUsage, TegraStats, TegrastatsError,

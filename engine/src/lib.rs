@@ -18,8 +18,10 @@ pub mod metrics;
 pub mod model_info;
 pub mod npy;
 pub mod onnx_pb;
+pub mod precision;
 
 pub use backend::{Backend, BackendError, BackendOptions, Batch, Logits};
 pub use model_info::ModelInfo;
+pub use precision::{Precision, QuantizationTarget};
 pub mod transcriber;
 pub mod vad;

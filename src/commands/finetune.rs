@@ -15,7 +15,7 @@ use w2v_engine::ctc::{greedy_decode, Vocabulary};
 use w2v_engine::fs::atomic_write;
 use w2v_engine::manifest::read_manifest;
 use w2v_engine::metrics::{word_errors, EditCounts};
-use w2v_engine::model_info::ModelInfo;
+use w2v_engine::model_info::{keys, ModelInfo};
 use w2v_engine::onnx_pb::ModelProto;
 use w2v_train::checkpoint;
 use w2v_train::regularize::Masking;
@@ -421,15 +421,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     let mut lineage = BTreeMap::new();
     lineage.insert(
-        "w2v.finetune.base_sha256".into(),
+        keys::FINETUNE_BASE_SHA256.into(),
         w2v_engine::fs::sha256_hex(&bytes),
     );
-    lineage.insert("w2v.finetune.data_sha256".into(), data_hash);
-    lineage.insert("w2v.finetune.steps".into(), args.steps.to_string());
+    lineage.insert(keys::FINETUNE_DATA_SHA256.into(), data_hash);
+    lineage.insert(keys::FINETUNE_STEPS.into(), args.steps.to_string());
     if let (Some(wer), Some(p)) = (eval_wer, &args.eval) {
-        lineage.insert("w2v.finetune.eval_wer".into(), format!("{wer:.6}"));
+        lineage.insert(keys::FINETUNE_EVAL_WER.into(), format!("{wer:.6}"));
         lineage.insert(
-            "w2v.finetune.eval_data_sha256".into(),
+            keys::FINETUNE_EVAL_DATA_SHA256.into(),
             w2v_engine::fs::sha256_hex(&std::fs::read(p)?),
         );
     }

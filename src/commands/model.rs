@@ -8,8 +8,8 @@ use clap::ValueEnum;
 use serde::Serialize;
 use w2v_board_support::{
     cache_dir, cuda_device, default_cache_base, tensorrt_version, EngineCacheListing,
-    OptimizationProfile, Precision, Provider, ProviderAvailability, ProviderError, ProviderPlan,
-    ProviderPolicy, ProviderRequest, QuantizationTarget, TensorRtSettings,
+    OptimizationProfile, Provider, ProviderAvailability, ProviderError, ProviderPlan,
+    ProviderPolicy, ProviderRequest, TensorRtSettings,
 };
 use w2v_engine::backend::ort::{
     ort_gpu_provider_availability, ExecutionProvider, OptLevel, OrtBackend, OrtGraph, OrtOptions,
@@ -17,6 +17,7 @@ use w2v_engine::backend::ort::{
 };
 use w2v_engine::backend::tract::{TractBackend, TractGraph};
 use w2v_engine::backend::GraphRunner;
+use w2v_engine::precision::{Precision, QuantizationTarget};
 use w2v_engine::{Backend, BackendOptions, ModelInfo};
 
 /// The shipped default model's file name inside `models/`.
@@ -118,12 +119,15 @@ fn tensorrt_settings(
         .precision
         .parse()
         .with_context(|| format!("{}: metadata `w2v.precision`", path.display()))?;
-    let quantization = match info.raw.get(w2v_export::quantize::keys::TARGET) {
+    let quantization = match info
+        .raw
+        .get(w2v_engine::model_info::keys::QUANTIZATION_TARGET)
+    {
         Some(t) => Some(t.parse::<QuantizationTarget>().with_context(|| {
             format!(
                 "{}: metadata `{}`",
                 path.display(),
-                w2v_export::quantize::keys::TARGET
+                w2v_engine::model_info::keys::QUANTIZATION_TARGET
             )
         })?),
         None => None,
