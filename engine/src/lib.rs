@@ -6,6 +6,7 @@ pub mod audio;
 pub mod backend;
 pub mod beam;
 pub mod bench;
+pub mod config;
 pub mod ctc;
 pub mod fs;
 pub mod grammar;

@@ -9,6 +9,7 @@ use std::path::Path;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
+use crate::config::{ConfigError, Wav2Vec2Config};
 use crate::onnx_pb::{ModelMetadataOnly, StringStringEntryProto};
 
 /// Metadata keys, all under the `w2v.` namespace: the one spelling of each, for the exporter and
@@ -301,24 +302,18 @@ impl ModelInfo {
         conv_output_length(&self.conv_layers(), samples)
     }
 
-    /// (kernel, stride) of each feature-encoder convolution, from the stored config.
+    /// The stored Hugging Face config (`w2v.config`) as the typed, validated model description,
+    /// with transformers' defaults for absent fields (those the exporter built the graph with).
+    pub fn model_config(&self) -> Result<Wav2Vec2Config, ConfigError> {
+        Wav2Vec2Config::from_value(Path::new(keys::CONFIG), self.config.clone())
+    }
+
+    /// (kernel, stride) of each feature-encoder convolution, from the model description; none
+    /// when the stored config is not a valid one (every exported model's is).
     pub fn conv_layers(&self) -> Vec<(usize, usize)> {
-        let arr = |k: &str| -> Vec<usize> {
-            self.config
-                .get(k)
-                .and_then(|v| v.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_u64())
-                        .map(|x| x as usize)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        arr("conv_kernel")
-            .into_iter()
-            .zip(arr("conv_stride"))
-            .collect()
+        self.model_config()
+            .map(|c| c.conv_layers())
+            .unwrap_or_default()
     }
 }
 

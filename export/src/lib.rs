@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
+use w2v_engine::config::{ConfigError, Wav2Vec2Config};
 use w2v_engine::fs::{atomic_write, AtomicWriteError};
 use w2v_engine::model_info::{self, ModelInfo, FORMAT_VERSION, MODEL_TYPE_WAV2VEC2_CTC};
 use w2v_engine::precision::{Precision, QuantizationTarget};
@@ -25,7 +26,6 @@ pub mod report;
 pub mod wav2vec2;
 
 pub use checkpoint::CheckpointError;
-pub use config::{ConfigError, Wav2Vec2Config};
 
 /// The lowest and highest ONNX opsets the exporter writes.
 pub const MIN_OPSET: i64 = 17;
@@ -621,7 +621,7 @@ fn build_fairseq(
                     .into(),
             ));
         }
-        let base = Wav2Vec2Config::from_fairseq(src, &ckpt.sections, 2)?;
+        let base = config::from_fairseq(src, &ckpt.sections, 2)?;
         let (config, vocab) = head.attach(src, &base, &mut ckpt.state_dict)?;
         return build_fairseq_graph(src, config, vocab, ckpt, options);
     }
@@ -650,7 +650,7 @@ fn build_fairseq(
             ),
         });
     }
-    let config = Wav2Vec2Config::from_fairseq(src, &ckpt.sections, outputs)?;
+    let config = config::from_fairseq(src, &ckpt.sections, outputs)?;
     build_fairseq_graph(src, config, vocab, ckpt, options)
 }
 

@@ -85,7 +85,8 @@ pub(crate) fn export_reduced(
         }
         (Precision::Int8, QuantizationTarget::Cpu) => {
             if options.quantize_conv {
-                let cfg = crate::Wav2Vec2Config::parse(output, &info.config.to_string())?;
+                let cfg =
+                    w2v_engine::config::Wav2Vec2Config::parse(output, &info.config.to_string())?;
                 crate::wav2vec2::feature_encoder_as_matmuls(&mut g, &cfg)?;
             }
             let s = precision::to_int8(&mut g, options.quantize_conv);

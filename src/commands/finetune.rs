@@ -286,7 +286,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let bytes = std::fs::read(&model_path)
         .with_context(|| format!("{}: cannot read model", model_path.display()))?;
     let info = ModelInfo::read(&model_path)?;
-    if info.precision != "fp32" {
+    if info.precision != w2v_engine::Precision::Fp32.as_str() {
         bail!(
             "{}: a {} model; fine-tuning needs fp32 weights (export with --precision fp32, \
              fine-tune, then re-quantize)",
@@ -309,7 +309,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let masking = if args.no_masking {
         Masking::NONE
     } else {
-        let from = Masking::from_config(&info.config);
+        let config = info
+            .model_config()
+            .with_context(|| format!("{}: model description", model_path.display()))?;
+        let from = Masking::from_config(&config);
         Masking {
             time_prob: args.mask_time_prob.unwrap_or(from.time_prob),
             time_length: args.mask_time_length.unwrap_or(from.time_length),

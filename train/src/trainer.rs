@@ -221,11 +221,9 @@ impl Trainer {
             .map_err(|e| TrainError::Model(e.to_string()))?;
         let freeze = config.freeze_feature_encoder;
         let hidden = info
-            .config
-            .get("hidden_size")
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| TrainError::Model("its config has no hidden_size".into()))?
-            as usize;
+            .model_config()
+            .map_err(|e| TrainError::Model(e.to_string()))?
+            .hidden_size;
         let mut source = std::borrow::Cow::Borrowed(model);
         if config.masking.is_active() {
             let embed = masked_spec_embed(model, hidden)?;
