@@ -297,6 +297,16 @@ impl TractGraph {
         })
     }
 
+    /// This graph with the named tensors (intermediate ones included) as its outputs, in that
+    /// order, instead of the model's own: how int8 calibration reads activations, on the same
+    /// cached plans as any other run.
+    pub fn with_outputs(mut self, names: &[String]) -> Result<Self, BackendError> {
+        self.model = self.model.with_outputs_by_name(names).map_err(run_err)?;
+        self.outputs = names.to_vec();
+        self.plans = PlanCache::new();
+        Ok(self)
+    }
+
     /// The plan for these inputs. Int64 inputs (shapes, in the graphs training generates) are
     /// planned as constants: tract needs constant shapes for `Reshape`, `Pad` and the like, so
     /// their values are part of the plan's key.
