@@ -17,7 +17,7 @@ pub fn synthetic_audio(seconds: f64, sample_rate: u32, seed: u64) -> Vec<f32> {
     let rate = f64::from(sample_rate);
     let (f0, f1) = (100.0, (0.45 * rate).min(4000.0));
     let duration = (n as f64 / rate).max(f64::MIN_POSITIVE);
-    let mut rng = SplitMix64(seed);
+    let mut rng = crate::rng::SplitMix64(seed);
     (0..n)
         .map(|i| {
             let t = i as f64 / rate;
@@ -28,24 +28,6 @@ pub fn synthetic_audio(seconds: f64, sample_rate: u32, seed: u64) -> Vec<f32> {
             (0.3 * phase.sin() + 0.05 * noise) as f32
         })
         .collect()
-}
-
-/// SplitMix64: a tiny, well-mixed seeded generator (no dependency needed for benchmark noise).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn next_unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 // ----- timing statistics -----

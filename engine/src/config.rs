@@ -70,6 +70,9 @@ fn d_32() -> usize {
 fn d_wav2vec2() -> String {
     "wav2vec2".into()
 }
+fn d_initializer_range() -> f64 {
+    0.02
+}
 fn d_true() -> bool {
     true
 }
@@ -130,6 +133,9 @@ pub struct Wav2Vec2Config {
     pub use_weighted_layer_sum: bool,
     #[serde(default)]
     pub position_embeddings_type: Option<String>,
+    /// Standard deviation of a new layer's initial weights (a new CTC head's).
+    #[serde(default = "d_initializer_range")]
+    pub initializer_range: f64,
     /// SpecAugment during fine-tuning (`w2v finetune`); off turns both masks off.
     #[serde(default = "d_true")]
     pub apply_spec_augment: bool,

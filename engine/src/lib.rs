@@ -20,6 +20,7 @@ pub mod model_info;
 pub mod npy;
 pub mod onnx_pb;
 pub mod precision;
+pub mod rng;
 
 pub use backend::{Backend, BackendError, BackendOptions, Batch, Logits};
 pub use model_info::ModelInfo;

@@ -218,22 +218,10 @@ impl NewHead {
         hidden: usize,
         std: f64,
     ) -> (checkpoint::Tensor, checkpoint::Tensor) {
-        // SplitMix64 and Box-Muller: the same head for the same seed on every platform.
-        let mut state = self.seed;
-        let mut next = move || {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
-        let mut uniform = move || ((next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        // The engine's seeded generator: the same head for the same seed on every platform.
+        let mut rng = w2v_engine::rng::SplitMix64(self.seed);
         let data = (0..vocab * hidden)
-            .map(|_| {
-                let (u, v) = (uniform(), uniform());
-                let n = (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos();
-                (n * std) as f32
-            })
+            .map(|_| (rng.gaussian() * std) as f32)
             .collect();
         (
             checkpoint::Tensor::new(vec![vocab, hidden], data),
@@ -250,12 +238,7 @@ impl NewHead {
         sd: &mut checkpoint::StateDict,
     ) -> Result<(Wav2Vec2Config, Vec<String>), ExportError> {
         let (vocab, blank) = self.vocab()?;
-        let std = config
-            .raw
-            .get("initializer_range")
-            .and_then(serde_json::Value::as_f64)
-            .unwrap_or(0.02);
-        let (w, b) = self.tensors(vocab.len(), config.hidden_size, std);
+        let (w, b) = self.tensors(vocab.len(), config.hidden_size, config.initializer_range);
         sd.insert("lm_head.weight".into(), w);
         sd.insert("lm_head.bias".into(), b);
         let config = config.with_ctc_head(src, vocab.len(), blank)?;

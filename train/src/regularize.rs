@@ -83,11 +83,6 @@ impl Masking {
     }
 }
 
-/// A uniform float in [0, 1) from the trainer's generator.
-fn uniform(rng: &mut SplitMix64) -> f64 {
-    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-}
-
 /// Span masks over an axis of `len` positions, as transformers' `_compute_mask_indices` for one
 /// row: `⌊prob·len/span + u⌋` spans (u uniform, at most `len / span`), distinct start positions
 /// drawn uniformly from `0..=len − span`, overlaps allowed. Returns 1 = keep, 0 = masked.
@@ -97,7 +92,7 @@ pub fn span_mask(len: usize, prob: f64, span: usize, rng: &mut SplitMix64) -> Ve
         return keep;
     }
     let span = span.min(len);
-    let wanted = (prob * len as f64 / span as f64 + uniform(rng)) as usize;
+    let wanted = (prob * len as f64 / span as f64 + rng.next_unit()) as usize;
     let spans = wanted.min(len / span);
     // Distinct starts from 0..=len-span: a partial Fisher-Yates draw over the candidates.
     let mut starts: Vec<usize> = (0..=len - span).collect();
@@ -330,7 +325,7 @@ pub fn instrument_layer_drop(model: &ModelProto) -> Result<(ModelProto, usize), 
 /// This update's LayerDrop gates: each layer kept (1) with probability `1 − p`.
 pub fn sample_layer_keep(layers: usize, p: f64, rng: &mut SplitMix64) -> Vec<f32> {
     (0..layers)
-        .map(|_| if uniform(rng) < p { 0.0 } else { 1.0 })
+        .map(|_| if rng.next_unit() < p { 0.0 } else { 1.0 })
         .collect()
 }
 
