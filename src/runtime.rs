@@ -11,8 +11,8 @@ use std::time::Instant;
 use serde::Serialize;
 use w2v_board_support::{
     cache_dir, cuda_device, default_cache_base, tensorrt_version, EngineCacheListing,
-    OptimizationProfile, Precision, Provider, ProviderAvailability, ProviderPlan, ProviderPolicy,
-    ProviderRequest, QuantizationTarget, TensorRtSettings,
+    OptimizationProfile, Provider, ProviderAvailability, ProviderPlan, ProviderPolicy,
+    ProviderRequest, TensorRtSettings,
 };
 pub use w2v_engine::backend::ort::OptLevel;
 use w2v_engine::backend::ort::{
@@ -21,6 +21,8 @@ use w2v_engine::backend::ort::{
 };
 use w2v_engine::backend::tract::{TractBackend, TractGraph};
 use w2v_engine::backend::GraphRunner;
+use w2v_engine::model_info::keys;
+use w2v_engine::precision::{Precision, QuantizationTarget};
 use w2v_engine::{Backend, BackendOptions, ModelInfo};
 
 use crate::error::{Error, Result};
@@ -190,8 +192,8 @@ fn tensorrt_settings(
     let precision: Precision = info
         .precision
         .parse()
-        .map_err(|e| metadata("w2v.precision", &e))?;
-    let target_key = w2v_export::quantize::keys::TARGET;
+        .map_err(|e| metadata(keys::PRECISION, &e))?;
+    let target_key = keys::QUANTIZATION_TARGET;
     let quantization = match info.raw.get(target_key) {
         Some(t) => Some(
             t.parse::<QuantizationTarget>()

@@ -225,7 +225,11 @@ fn lm_build_makes_a_domain_lm_that_transcribe_uses() {
     assert!(run.success(), "{run:?}");
     // Ten short sentences are too few for lmplz's discount estimates above unigrams: said once.
     assert_eq!(run.stderr_lines().len(), 1, "{}", run.stderr);
-    assert!(run.stderr.contains("fallback (0.5, 1, 1.5)"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("fallback (0.5, 1, 1.5)"),
+        "{}",
+        run.stderr
+    );
     let summary: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(summary["fallback_orders"], serde_json::json!([2, 3]));
     assert_eq!(summary["order"], 3);

@@ -28,8 +28,8 @@ pub use platform::{
 };
 pub use provider::{
     cache_dir, default_cache_base, EngineCacheListing, Fallback, OptimizationProfile, OrtFacts,
-    Precision, Provider, ProviderAvailability, ProviderError, ProviderPlan, ProviderPolicy,
-    ProviderRequest, QuantizationTarget, TensorRtError, TensorRtSettings,
+    Provider, ProviderAvailability, ProviderError, ProviderPlan, ProviderPolicy, ProviderRequest,
+    TensorRtError, TensorRtSettings,
 };
 pub use tegrastats::{
     CpuCore, PowerRail, RamUsage, SamplerError, Stat, SwapUsage, TegraStats, TegrastatsError,

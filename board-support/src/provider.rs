@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::Serialize;
+use w2v_engine::precision::{Precision, QuantizationTarget};
 
 /// An ONNX Runtime execution provider this project uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -342,60 +343,10 @@ impl ProviderPolicy {
     }
 }
 
-/// A model's numeric precision, as its `w2v.precision` metadata says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    Fp32,
-    Fp16,
-    Int8,
-}
-
-/// What an int8 model's quantization is laid out for, as its `w2v.quantization.target` metadata
-/// says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QuantizationTarget {
-    /// Dynamic quantization (`DynamicQuantizeLinear` + `MatMulInteger`), for CPUs. TensorRT cannot
-    /// run those nodes; ONNX Runtime gives them to CUDA or the CPU.
-    Cpu,
-    /// Explicit QDQ pairs with calibrated scales: TensorRT's explicit int8 quantization.
-    TensorRt,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TensorRtError {
-    #[error("unknown model precision {0:?}: expected fp32, fp16 or int8")]
-    Precision(String),
-    #[error("unknown quantization target {0:?}: expected cpu or tensorrt")]
-    QuantizationTarget(String),
     #[error("invalid TensorRT optimization profile: {0}")]
     Profile(String),
-}
-
-impl FromStr for Precision {
-    type Err = TensorRtError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "fp32" => Ok(Precision::Fp32),
-            "fp16" => Ok(Precision::Fp16),
-            "int8" => Ok(Precision::Int8),
-            _ => Err(TensorRtError::Precision(s.to_string())),
-        }
-    }
-}
-
-impl FromStr for QuantizationTarget {
-    type Err = TensorRtError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "cpu" => Ok(QuantizationTarget::Cpu),
-            "tensorrt" => Ok(QuantizationTarget::TensorRt),
-            _ => Err(TensorRtError::QuantizationTarget(s.to_string())),
-        }
-    }
 }
 
 /// The length TensorRT is tuned for (`opt`), unless `max_seconds` is shorter.

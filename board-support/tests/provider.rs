@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use w2v_board_support::provider::default_cache_base_from;
 use w2v_board_support::{
-    cache_dir, EngineCacheListing, OptimizationProfile, Precision, Provider, ProviderAvailability,
-    ProviderError, ProviderPolicy, ProviderRequest, QuantizationTarget, TensorRtError,
-    TensorRtSettings,
+    cache_dir, EngineCacheListing, OptimizationProfile, Provider, ProviderAvailability,
+    ProviderError, ProviderPolicy, ProviderRequest, TensorRtError, TensorRtSettings,
 };
+use w2v_engine::precision::{ParseError, Precision, QuantizationTarget};
 
 const NO_CUDA: &str = "libcudart.so.12: cannot open shared object file: No such file or directory";
 const NO_TRT: &str = "libnvinfer.so.10: cannot open shared object file: No such file or directory";
@@ -244,7 +244,7 @@ fn precision_flags() {
     );
     assert_eq!(
         "bf16".parse::<Precision>(),
-        Err(TensorRtError::Precision("bf16".into()))
+        Err(ParseError::Precision("bf16".into()))
     );
     assert_eq!(
         " TensorRT".parse::<QuantizationTarget>(),
@@ -252,7 +252,7 @@ fn precision_flags() {
     );
     assert_eq!(
         "gpu".parse::<QuantizationTarget>(),
-        Err(TensorRtError::QuantizationTarget("gpu".into()))
+        Err(ParseError::QuantizationTarget("gpu".into()))
     );
     let v = serde_json::to_value(settings("fp16", None)).unwrap();
     assert_eq!(v["fp16"], true);

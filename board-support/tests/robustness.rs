@@ -9,9 +9,9 @@ use w2v_board_support::platform::{
 };
 use w2v_board_support::provider::default_cache_base_from;
 use w2v_board_support::{
-    cache_dir, parse_nvpmodel, OptimizationProfile, Platform, Precision, ProviderRequest,
-    TegraStats,
+    cache_dir, parse_nvpmodel, OptimizationProfile, Platform, ProviderRequest, TegraStats,
 };
+use w2v_engine::precision::Precision;
 
 /// xorshift64*: deterministic, no dependencies.
 struct Rng(u64);

@@ -17,7 +17,7 @@ pub fn synthetic_audio(seconds: f64, sample_rate: u32, seed: u64) -> Vec<f32> {
     let rate = f64::from(sample_rate);
     let (f0, f1) = (100.0, (0.45 * rate).min(4000.0));
     let duration = (n as f64 / rate).max(f64::MIN_POSITIVE);
-    let mut rng = SplitMix64(seed);
+    let mut rng = crate::rng::SplitMix64(seed);
     (0..n)
         .map(|i| {
             let t = i as f64 / rate;
@@ -28,24 +28,6 @@ pub fn synthetic_audio(seconds: f64, sample_rate: u32, seed: u64) -> Vec<f32> {
             (0.3 * phase.sin() + 0.05 * noise) as f32
         })
         .collect()
-}
-
-/// SplitMix64: a tiny, well-mixed seeded generator (no dependency needed for benchmark noise).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn next_unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 // ----- timing statistics -----
@@ -170,8 +152,8 @@ impl Arithmetic {
     }
 }
 
-/// The model dimensions the arithmetic depends on, read from the stored `config.json` with
-/// transformers' defaults for absent keys (the exporter uses the same defaults).
+/// The model dimensions the arithmetic depends on, from the model description the exporter
+/// built the graph with ([`crate::config::Wav2Vec2Config`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dimensions {
     /// (C_out, kernel, stride) of each feature-encoder convolution.
@@ -185,59 +167,27 @@ pub struct Dimensions {
 }
 
 impl Dimensions {
-    /// The dimensions of `info`'s model; an error names a config key whose value is unusable.
+    /// The dimensions of `info`'s model ([`ModelInfo::model_config`]); an error names a config
+    /// field whose value is unusable.
     pub fn of(info: &ModelInfo) -> Result<Self, String> {
-        let cfg = &info.config;
-        let int = |key: &str, default: u64| -> Result<u64, String> {
-            match cfg.get(key) {
-                None | Some(serde_json::Value::Null) => Ok(default),
-                Some(v) => v
-                    .as_u64()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| format!("config `{key}` is {v}, expected a positive integer")),
-            }
-        };
-        let list = |key: &str, default: &[u64]| -> Result<Vec<u64>, String> {
-            match cfg.get(key) {
-                None | Some(serde_json::Value::Null) => Ok(default.to_vec()),
-                Some(v) => v
-                    .as_array()
-                    .and_then(|a| {
-                        a.iter()
-                            .map(|x| x.as_u64().filter(|&n| n > 0))
-                            .collect::<Option<Vec<u64>>>()
-                    })
-                    .ok_or_else(|| {
-                        format!("config `{key}` is {v}, expected a list of positive integers")
-                    }),
-            }
-        };
-        let dims = list("conv_dim", &[512; 7])?;
-        let kernels = list("conv_kernel", &[10, 3, 3, 3, 3, 2, 2])?;
-        let strides = list("conv_stride", &[5, 2, 2, 2, 2, 2, 2])?;
-        if dims.is_empty() || dims.len() != kernels.len() || dims.len() != strides.len() {
-            return Err(format!(
-                "config `conv_dim`, `conv_kernel` and `conv_stride` have {}, {} and {} entries",
-                dims.len(),
-                kernels.len(),
-                strides.len()
-            ));
-        }
-        let conv = dims
-            .into_iter()
-            .zip(kernels)
-            .zip(strides)
-            .map(|((c, k), s)| (c, k, s))
+        let c = info.model_config().map_err(|e| e.to_string())?;
+        let n = |v: usize| v as u64;
+        let conv = c
+            .conv_dim
+            .iter()
+            .zip(&c.conv_kernel)
+            .zip(&c.conv_stride)
+            .map(|((&d, &k), &s)| (n(d), n(k), n(s)))
             .collect();
         // The CTC head's width is the vocabulary the model carries.
         let vocab = u64::try_from(info.vocab.len()).unwrap_or(u64::MAX);
         Ok(Dimensions {
             conv,
-            hidden: int("hidden_size", 768)?,
-            layers: int("num_hidden_layers", 12)?,
-            intermediate: int("intermediate_size", 3072)?,
-            pos_conv_kernel: int("num_conv_pos_embeddings", 128)?,
-            pos_conv_groups: int("num_conv_pos_embedding_groups", 16)?,
+            hidden: n(c.hidden_size),
+            layers: n(c.num_hidden_layers),
+            intermediate: n(c.intermediate_size),
+            pos_conv_kernel: n(c.num_conv_pos_embeddings),
+            pos_conv_groups: n(c.num_conv_pos_embedding_groups),
             vocab,
         })
     }

@@ -193,42 +193,32 @@ impl Vocabulary {
         &self.tokens
     }
 
-    /// The label ids of a transcript, for training: one token per character (matched as
-    /// written, else in upper case, else in lower case, since character vocabularies are
-    /// single-case), runs of whitespace as the word delimiter, leading and trailing whitespace
-    /// dropped. `Err` lists the characters the vocabulary cannot spell, each once, in order of
-    /// appearance.
+    /// The label ids of a transcript, for training: each whitespace-separated word spelled by
+    /// [`Vocabulary::spell`], runs of whitespace as the word delimiter, leading and trailing
+    /// whitespace dropped. `Err` lists the characters the vocabulary cannot spell, each once, in
+    /// order of appearance (a space when there is no word delimiter).
     pub fn encode(&self, text: &str) -> Result<Vec<usize>, Vec<char>> {
         let mut ids = Vec::new();
         let mut missing = Vec::new();
-        let mut pending_space = false;
-        for c in text.trim().chars() {
-            if c.is_whitespace() {
-                pending_space = true;
-                continue;
-            }
-            if pending_space {
+        for (i, word) in text.split_whitespace().enumerate() {
+            if i > 0 {
                 match self.word_delimiter_id {
                     Some(d) => ids.push(d),
                     None if !missing.contains(&' ') => missing.push(' '),
                     None => {}
                 }
-                pending_space = false;
             }
-            let found = [
-                c.to_string(),
-                c.to_uppercase().collect(),
-                c.to_lowercase().collect(),
-            ]
-            .iter()
-            .find_map(|t| {
-                self.id(t)
-                    .filter(|&id| matches!(self.kind(id), TokenKind::Text))
-            });
-            match found {
-                Some(id) => ids.push(id),
-                None if !missing.contains(&c) => missing.push(c),
-                None => {}
+            if let Ok(w) = self.spell(word) {
+                ids.extend(w);
+                continue;
+            }
+            // Character by character, to name every character that cannot be spelled.
+            for c in word.chars() {
+                match self.spell(c.encode_utf8(&mut [0; 4])) {
+                    Ok(w) => ids.extend(w),
+                    Err(_) if !missing.contains(&c) => missing.push(c),
+                    Err(_) => {}
+                }
             }
         }
         if missing.is_empty() {
@@ -236,6 +226,46 @@ impl Vocabulary {
         } else {
             Err(missing)
         }
+    }
+
+    /// Spell one word (no whitespace) in the vocabulary's text tokens: the longest token at each
+    /// position, trying the word as written, then upper-case, then lower-case (character
+    /// vocabularies are usually one case). The one text-to-token spelling, of training
+    /// transcripts ([`Vocabulary::encode`]) and of grammar, lexicon and hotword phrases.
+    /// `Err` is the first character of the word as written that cannot be spelled.
+    pub fn spell(&self, word: &str) -> Result<Vec<usize>, char> {
+        let mut first_err = None;
+        for candidate in [word.to_string(), word.to_uppercase(), word.to_lowercase()] {
+            match self.spell_exact(&candidate) {
+                Ok(ids) => return Ok(ids),
+                Err(c) => {
+                    first_err.get_or_insert(c);
+                }
+            }
+        }
+        Err(first_err.unwrap_or_default())
+    }
+
+    fn spell_exact(&self, word: &str) -> Result<Vec<usize>, char> {
+        let mut ids = Vec::new();
+        let mut rest = word;
+        while !rest.is_empty() {
+            let best = (0..self.len())
+                .filter(|&id| self.kind(id) == TokenKind::Text)
+                .filter_map(|id| {
+                    let t = self.token(id)?;
+                    (!t.is_empty() && rest.starts_with(t)).then_some((id, t.len()))
+                })
+                .max_by_key(|&(id, len)| (len, std::cmp::Reverse(id)));
+            match best {
+                Some((id, len)) => {
+                    ids.push(id);
+                    rest = &rest[len..];
+                }
+                None => return Err(rest.chars().next().unwrap_or_default()),
+            }
+        }
+        Ok(ids)
     }
 }
 
@@ -566,6 +596,10 @@ mod tests {
         let tokens: Vec<&str> = ids.iter().map(|&i| v.token(i).unwrap()).collect();
         assert_eq!(tokens, ["I", "T", "'", "S", "|", "O", "K"]);
         assert_eq!(v.encode("é2 1é"), Err(vec!['é', '2', '1']));
+        // One spelling: a word of a transcript is what `spell` (grammars, lexicons) gives.
+        assert_eq!(v.encode("It's").unwrap(), v.spell("It's").unwrap());
+        assert_eq!(v.spell("oké"), Err('o'));
+        assert_eq!(v.spell("OKé"), Err('é'));
     }
 
     #[test]

@@ -32,7 +32,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::ctc::{log_softmax_in_place, TokenKind, Vocabulary};
+use crate::ctc::{log_softmax_in_place, Vocabulary};
 
 /// One phrase of a grammar, spelled in the model's vocabulary.
 #[derive(Clone, Debug, PartialEq)]
@@ -360,45 +360,9 @@ pub(crate) fn read_text_file(path: &std::path::Path) -> Result<String, GrammarEr
     String::from_utf8(bytes).map_err(|_| GrammarError::NotText { path: shown })
 }
 
-/// Spell one word in the vocabulary: the longest vocabulary text token at each position, trying
-/// the word as written, then upper-case, then lower-case (vocabularies are usually one case).
-/// On failure, says which character (or the word) cannot be spelled.
+/// [`Vocabulary::spell`]'s failure, in the words of a [`GrammarError`].
 pub(crate) fn spell(word: &str, vocab: &Vocabulary) -> Result<Vec<usize>, String> {
-    let mut first_err = None;
-    for candidate in [word.to_string(), word.to_uppercase(), word.to_lowercase()] {
-        match spell_exact(&candidate, vocab) {
-            Ok(ids) => return Ok(ids),
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    Err(first_err.unwrap_or_else(|| format!("word {word:?}")))
-}
-
-fn spell_exact(word: &str, vocab: &Vocabulary) -> Result<Vec<usize>, String> {
-    let mut ids = Vec::new();
-    let mut rest = word;
-    while !rest.is_empty() {
-        let best = (0..vocab.len())
-            .filter(|&id| vocab.kind(id) == TokenKind::Text)
-            .filter_map(|id| {
-                let t = vocab.token(id)?;
-                (!t.is_empty() && rest.starts_with(t)).then_some((id, t.len()))
-            })
-            .max_by_key(|&(id, len)| (len, std::cmp::Reverse(id)));
-        match best {
-            Some((id, len)) => {
-                ids.push(id);
-                rest = &rest[len..];
-            }
-            None => {
-                let c = rest.chars().next().unwrap_or_default();
-                return Err(format!("character {c:?}"));
-            }
-        }
-    }
-    Ok(ids)
+    vocab.spell(word).map_err(|c| format!("character {c:?}"))
 }
 
 /// Split an action into program and arguments: whitespace separates, `'…'` and `"…"` quote

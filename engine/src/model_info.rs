@@ -9,10 +9,14 @@ use std::path::Path;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
+use crate::config::{ConfigError, Wav2Vec2Config};
 use crate::onnx_pb::{ModelMetadataOnly, StringStringEntryProto};
 
-/// Metadata keys, all under the `w2v.` namespace.
+/// Metadata keys, all under the `w2v.` namespace: the one spelling of each, for the exporter and
+/// `w2v finetune` that write them and every reader.
 pub mod keys {
+    /// The namespace every key starts with.
+    pub const PREFIX: &str = "w2v.";
     pub const FORMAT_VERSION: &str = "w2v.format_version";
     pub const MODEL_TYPE: &str = "w2v.model_type";
     pub const CONFIG: &str = "w2v.config";
@@ -31,6 +35,34 @@ pub mod keys {
     /// channel): what fine-tuning's time masks put in place of the masked frames. Not part of
     /// [`super::ModelInfo`]: only `w2v finetune` reads it.
     pub const MASKED_SPEC_EMBED: &str = "w2v.masked_spec_embed";
+
+    // Reduced-precision models (the runtime keeps them in `ModelInfo::raw`).
+    /// `cpu` or `tensorrt` (int8 models only): a [`crate::precision::QuantizationTarget`].
+    pub const QUANTIZATION_TARGET: &str = "w2v.quantization.target";
+    /// How the graph was reduced, in words.
+    pub const QUANTIZATION_SCHEME: &str = "w2v.quantization.scheme";
+    /// The accuracy report (JSON, the exporter's `AccuracyReport`).
+    pub const QUANTIZATION_REPORT: &str = "w2v.quantization.report";
+    /// `int8` when the feature encoder's convolutions are quantized (`--quantize-conv`), else
+    /// `float32` (int8 models only).
+    pub const QUANTIZATION_CONVS: &str = "w2v.quantization.convs";
+    /// The calibration of activation scales (`tensorrt` only), in words.
+    pub const QUANTIZATION_CALIBRATION: &str = "w2v.quantization.calibration";
+    /// sha256 of the fp32 ONNX model this one was re-quantized from (absent when it was exported
+    /// from a Hugging Face folder; [`SOURCE_SHA256`] is the checkpoint's in both cases).
+    pub const QUANTIZATION_SOURCE_MODEL_SHA256: &str = "w2v.quantization.source_model_sha256";
+
+    // Lineage of a `w2v finetune` model.
+    /// sha256 of the model fine-tuning started from.
+    pub const FINETUNE_BASE_SHA256: &str = "w2v.finetune.base_sha256";
+    /// sha256 of the training manifest.
+    pub const FINETUNE_DATA_SHA256: &str = "w2v.finetune.data_sha256";
+    /// Updates run.
+    pub const FINETUNE_STEPS: &str = "w2v.finetune.steps";
+    /// Word error rate on `--eval` after training.
+    pub const FINETUNE_EVAL_WER: &str = "w2v.finetune.eval_wer";
+    /// sha256 of the `--eval` manifest.
+    pub const FINETUNE_EVAL_DATA_SHA256: &str = "w2v.finetune.eval_data_sha256";
 }
 
 /// The metadata format this build writes and understands.
@@ -134,7 +166,7 @@ impl ModelInfo {
             .iter()
             .map(|e| (e.key.clone(), e.value.clone()))
             .collect();
-        if !raw.keys().any(|k| k.starts_with("w2v.")) {
+        if !raw.keys().any(|k| k.starts_with(keys::PREFIX)) {
             return Err(ModelInfoError::NotW2v {
                 path: path.to_string(),
             });
@@ -270,24 +302,18 @@ impl ModelInfo {
         conv_output_length(&self.conv_layers(), samples)
     }
 
-    /// (kernel, stride) of each feature-encoder convolution, from the stored config.
+    /// The stored Hugging Face config (`w2v.config`) as the typed, validated model description,
+    /// with transformers' defaults for absent fields (those the exporter built the graph with).
+    pub fn model_config(&self) -> Result<Wav2Vec2Config, ConfigError> {
+        Wav2Vec2Config::from_value(Path::new(keys::CONFIG), self.config.clone())
+    }
+
+    /// (kernel, stride) of each feature-encoder convolution, from the model description; none
+    /// when the stored config is not a valid one (every exported model's is).
     pub fn conv_layers(&self) -> Vec<(usize, usize)> {
-        let arr = |k: &str| -> Vec<usize> {
-            self.config
-                .get(k)
-                .and_then(|v| v.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_u64())
-                        .map(|x| x as usize)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        arr("conv_kernel")
-            .into_iter()
-            .zip(arr("conv_stride"))
-            .collect()
+        self.model_config()
+            .map(|c| c.conv_layers())
+            .unwrap_or_default()
     }
 }
 

@@ -32,7 +32,7 @@ fn info(uses_attention_mask: bool) -> ModelInfo {
     ModelInfo {
         format_version: FORMAT_VERSION,
         model_type: MODEL_TYPE_WAV2VEC2_CTC.to_string(),
-        config: serde_json::json!({ "conv_kernel": [4], "conv_stride": [4] }),
+        config: serde_json::json!({ "conv_dim": [8], "conv_kernel": [4], "conv_stride": [4] }),
         vocab: ["<pad>", "|", "a", "b"].map(String::from).to_vec(),
         sample_rate: 16000,
         do_normalize: true,

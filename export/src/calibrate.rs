@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use tract_onnx::prelude::*;
+use w2v_engine::backend::tract::TractGraph;
+use w2v_engine::backend::{GraphRunner, TensorView};
+use w2v_engine::BackendOptions;
 
 use crate::report::EvalSet;
 use crate::{CalibrationMethod, ExportError};
@@ -183,7 +185,20 @@ pub fn activation_scales(
     method: CalibrationMethod,
 ) -> Result<(BTreeMap<String, f32>, String), ExportError> {
     let info = w2v_engine::ModelInfo::read(fp32).map_err(err)?;
-    let model = tract_onnx::onnx().model_for_path(fp32).map_err(err)?;
+    let bytes = std::fs::read(fp32).map_err(err)?;
+    // The engine's tract graph runner and its plan cache; one thread, as calibration always ran.
+    let options = BackendOptions { threads: Some(1) };
+    let mut graph = TractGraph::from_bytes(&bytes, fp32, &options)
+        .and_then(|g| g.with_outputs(names))
+        .map_err(err)?;
+    // tract's input order: the samples, then the attention mask (masked models).
+    let inputs = graph.input_names().to_vec();
+    if inputs.len() < 1 + usize::from(info.uses_attention_mask) {
+        return Err(err(format!(
+            "{}: the model has too few inputs",
+            fp32.display()
+        )));
+    }
     let mut hists: Vec<AbsHistogram> = names.iter().map(|_| AbsHistogram::new()).collect();
     let (mut used, mut short) = (0, 0);
     for clip in &set.clips {
@@ -197,40 +212,18 @@ pub fn activation_scales(
             continue;
         }
         used += 1;
-        let n = samples.len();
-        let mut m = model.clone();
-        m = m
-            .with_input_fact(0, f32::fact([1, n]).into())
-            .map_err(err)?;
+        let shape = [1, samples.len()];
+        let mask = vec![1i64; samples.len()];
+        let mut feed = vec![(inputs[0].as_str(), TensorView::f32(&shape, &samples))];
         if info.uses_attention_mask {
-            m = m
-                .with_input_fact(1, i64::fact([1, n]).into())
-                .map_err(err)?;
+            feed.push((inputs[1].as_str(), TensorView::i64(&shape, &mask)));
         }
-        m = m.with_outputs_by_name(names).map_err(err)?;
-        let plan = m
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(err)?;
-        let mut inputs: TVec<TValue> =
-            tvec!(tract_onnx::prelude::Tensor::from_shape(&[1, n], &samples)
-                .map_err(err)?
-                .into());
-        if info.uses_attention_mask {
-            let mask = vec![1i64; n];
-            inputs.push(
-                tract_onnx::prelude::Tensor::from_shape(&[1, n], &mask)
-                    .map_err(err)?
-                    .into(),
-            );
-        }
-        let outs = plan.run(inputs).map_err(err)?;
+        let outs = graph.run(&feed).map_err(err)?;
         for (h, o) in hists.iter_mut().zip(outs.iter()) {
-            let v = o.to_plain_array_view::<f32>().map_err(err)?;
-            match v.as_slice() {
-                Some(s) => h.add(s),
-                None => h.add(&v.iter().copied().collect::<Vec<_>>()),
-            }
+            let v = o
+                .as_f32()
+                .ok_or_else(|| err("a calibrated activation is not float32"))?;
+            h.add(v);
         }
     }
     if used > 0 && short > 0 {

@@ -20,7 +20,9 @@ use w2v_engine::ModelInfo;
 use crate::checkpoint::Tensor;
 use crate::graph::{GraphBuilder, InitData};
 use crate::wav2vec2::{Wav2Vec2Graph, Weights};
-use crate::{ExportError, Precision, Wav2Vec2Config, MAX_OPSET, MIN_OPSET};
+use crate::{ExportError, MAX_OPSET, MIN_OPSET};
+use w2v_engine::config::Wav2Vec2Config;
+use w2v_engine::precision::Precision;
 
 /// A float32 model made by `w2v export`, as the exporter's graph.
 pub struct ExportedModel {

@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
+use w2v_engine::config::{ConfigError, Wav2Vec2Config};
 use w2v_engine::fs::{atomic_write, AtomicWriteError};
 use w2v_engine::model_info::{self, ModelInfo, FORMAT_VERSION, MODEL_TYPE_WAV2VEC2_CTC};
+use w2v_engine::precision::{Precision, QuantizationTarget};
 
 pub mod calibrate;
 pub mod checkpoint;
@@ -24,7 +26,6 @@ pub mod report;
 pub mod wav2vec2;
 
 pub use checkpoint::CheckpointError;
-pub use config::{ConfigError, Wav2Vec2Config};
 
 /// The lowest and highest ONNX opsets the exporter writes.
 pub const MIN_OPSET: i64 = 17;
@@ -108,47 +109,7 @@ fn format_names(names: &[String]) -> String {
     }
 }
 
-/// Numeric precision of an exported model.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    #[default]
-    Fp32,
-    Fp16,
-    Int8,
-}
-
-impl Precision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Precision::Fp32 => "fp32",
-            Precision::Fp16 => "fp16",
-            Precision::Int8 => "int8",
-        }
-    }
-}
-
-/// The runtime an int8 model is laid out for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-    /// Dynamic quantization (`DynamicQuantizeLinear` + `MatMulInteger`): ONNX Runtime CPU, tract.
-    #[default]
-    Cpu,
-    /// Explicit symmetric QDQ pairs with calibrated activation scales.
-    Tensorrt,
-}
-
-impl Target {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Target::Cpu => "cpu",
-            Target::Tensorrt => "tensorrt",
-        }
-    }
-}
-
-/// How `Target::Tensorrt` exports choose each activation's quantization range.
+/// How `QuantizationTarget::TensorRt` exports choose each activation's quantization range.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CalibrationMethod {
@@ -161,11 +122,28 @@ pub enum CalibrationMethod {
 }
 
 impl CalibrationMethod {
+    /// Every method, in the order the command line lists them.
+    pub const ALL: [CalibrationMethod; 2] =
+        [CalibrationMethod::Percentile, CalibrationMethod::Entropy];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CalibrationMethod::Percentile => "percentile",
             CalibrationMethod::Entropy => "entropy",
         }
+    }
+}
+
+impl std::str::FromStr for CalibrationMethod {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CalibrationMethod::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown calibration method {s:?}: expected percentile or entropy")
+            })
     }
 }
 
@@ -175,15 +153,15 @@ pub struct ExportOptions {
     pub opset: Option<i64>,
     pub precision: Precision,
     /// Only for `Precision::Int8`.
-    pub target: Target,
+    pub target: QuantizationTarget,
     /// Quantize the feature encoder's convolutions too (`Precision::Int8` only).
     pub quantize_conv: bool,
     /// `path<TAB>transcript` rows for the accuracy report; `None` uses a synthetic set.
     pub eval: Option<PathBuf>,
-    /// Rows whose audio calibrates activation scales (`Target::Tensorrt`); `None` uses `eval`
+    /// Rows whose audio calibrates activation scales (`QuantizationTarget::TensorRt`); `None` uses `eval`
     /// or the synthetic set.
     pub calibration: Option<PathBuf>,
-    /// How activation ranges are chosen from the calibration audio (`Target::Tensorrt`).
+    /// How activation ranges are chosen from the calibration audio (`QuantizationTarget::TensorRt`).
     pub calibration_method: CalibrationMethod,
     /// Fail (and write nothing) when the WER rises by more than this many percentage points.
     pub max_wer_increase: Option<f64>,
@@ -240,22 +218,10 @@ impl NewHead {
         hidden: usize,
         std: f64,
     ) -> (checkpoint::Tensor, checkpoint::Tensor) {
-        // SplitMix64 and Box-Muller: the same head for the same seed on every platform.
-        let mut state = self.seed;
-        let mut next = move || {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
-        let mut uniform = move || ((next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        // The engine's seeded generator: the same head for the same seed on every platform.
+        let mut rng = w2v_engine::rng::SplitMix64(self.seed);
         let data = (0..vocab * hidden)
-            .map(|_| {
-                let (u, v) = (uniform(), uniform());
-                let n = (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos();
-                (n * std) as f32
-            })
+            .map(|_| (rng.gaussian() * std) as f32)
             .collect();
         (
             checkpoint::Tensor::new(vec![vocab, hidden], data),
@@ -272,12 +238,7 @@ impl NewHead {
         sd: &mut checkpoint::StateDict,
     ) -> Result<(Wav2Vec2Config, Vec<String>), ExportError> {
         let (vocab, blank) = self.vocab()?;
-        let std = config
-            .raw
-            .get("initializer_range")
-            .and_then(serde_json::Value::as_f64)
-            .unwrap_or(0.02);
-        let (w, b) = self.tensors(vocab.len(), config.hidden_size, std);
+        let (w, b) = self.tensors(vocab.len(), config.hidden_size, config.initializer_range);
         sd.insert("lm_head.weight".into(), w);
         sd.insert("lm_head.bias".into(), b);
         let config = config.with_ctc_head(src, vocab.len(), blank)?;
@@ -309,7 +270,7 @@ impl Default for ExportOptions {
         ExportOptions {
             opset: None,
             precision: Precision::Fp32,
-            target: Target::Cpu,
+            target: QuantizationTarget::Cpu,
             quantize_conv: false,
             eval: None,
             calibration: None,
@@ -513,8 +474,10 @@ pub fn export(
         }
         let mut info = m.info;
         info.exporter_version = env!("CARGO_PKG_VERSION").into();
-        info.raw
-            .insert(quantize::keys::SOURCE_MODEL_SHA256.into(), m.sha256);
+        info.raw.insert(
+            model_info::keys::QUANTIZATION_SOURCE_MODEL_SHA256.into(),
+            m.sha256,
+        );
         (m.graph, info, vec![src.to_path_buf()], Some(src))
     } else if src.is_dir() {
         let (model, info, weight_files) = build_hf_folder(src, options)?;
@@ -641,7 +604,7 @@ fn build_fairseq(
                     .into(),
             ));
         }
-        let base = Wav2Vec2Config::from_fairseq(src, &ckpt.sections, 2)?;
+        let base = config::from_fairseq(src, &ckpt.sections, 2)?;
         let (config, vocab) = head.attach(src, &base, &mut ckpt.state_dict)?;
         return build_fairseq_graph(src, config, vocab, ckpt, options);
     }
@@ -670,7 +633,7 @@ fn build_fairseq(
             ),
         });
     }
-    let config = Wav2Vec2Config::from_fairseq(src, &ckpt.sections, outputs)?;
+    let config = config::from_fairseq(src, &ckpt.sections, outputs)?;
     build_fairseq_graph(src, config, vocab, ckpt, options)
 }
 
@@ -765,7 +728,7 @@ fn build_graph(
 
 fn check_options(options: &ExportOptions) -> Result<(), ExportError> {
     if options.precision != Precision::Int8 {
-        if options.target != Target::Cpu {
+        if options.target != QuantizationTarget::Cpu {
             return Err(ExportError::Unsupported(
                 "--target applies to --precision int8 only".into(),
             ));
@@ -784,13 +747,13 @@ fn check_options(options: &ExportOptions) -> Result<(), ExportError> {
         ));
     }
     if options.calibration_method != CalibrationMethod::Percentile
-        && options.target != Target::Tensorrt
+        && options.target != QuantizationTarget::TensorRt
     {
         return Err(ExportError::Unsupported(
             "--calibration-method applies to --target tensorrt only".into(),
         ));
     }
-    if options.calibration.is_some() && options.target != Target::Tensorrt {
+    if options.calibration.is_some() && options.target != QuantizationTarget::TensorRt {
         return Err(ExportError::Unsupported(
             "--calibration applies to --target tensorrt only (cpu int8 quantizes activations at run time)"
                 .into(),

@@ -4,31 +4,14 @@
 
 use std::path::Path;
 
+use w2v_engine::model_info::keys;
 use w2v_engine::ModelInfo;
 
 use crate::graph::GraphBuilder;
 use crate::precision;
 use crate::report::{self, AccuracyReport};
-use crate::{ExportError, ExportOptions, Precision, Target};
-
-/// Metadata keys of quantized models (under `w2v.`, beside those of
-/// `w2v_engine::model_info::keys`; the runtime keeps them in `ModelInfo::raw`).
-pub mod keys {
-    /// `cpu` or `tensorrt` (int8 models only).
-    pub const TARGET: &str = "w2v.quantization.target";
-    /// How the graph was reduced, in words.
-    pub const SCHEME: &str = "w2v.quantization.scheme";
-    /// The accuracy report (JSON, [`crate::report::AccuracyReport`]).
-    pub const REPORT: &str = "w2v.quantization.report";
-    /// `int8` when the feature encoder's convolutions are quantized (`--quantize-conv`), else
-    /// `float32` (int8 models only).
-    pub const CONVS: &str = "w2v.quantization.convs";
-    /// The calibration of activation scales (`tensorrt` only), in words.
-    pub const CALIBRATION: &str = "w2v.quantization.calibration";
-    /// sha256 of the fp32 ONNX model this one was re-quantized from (absent when it was exported
-    /// from a Hugging Face folder; `w2v.source_sha256` is the checkpoint's in both cases).
-    pub const SOURCE_MODEL_SHA256: &str = "w2v.quantization.source_model_sha256";
-}
+use crate::{ExportError, ExportOptions};
+use w2v_engine::precision::{Precision, QuantizationTarget};
 
 pub const SCHEME_FP16: &str =
     "fp16 weights and compute in the transformer and feature projection; float32 conv feature encoder, LayerNorm, softmax with mask bias, positional conv, mask arithmetic, lm_head; float32 inputs and outputs";
@@ -79,7 +62,7 @@ pub(crate) fn export_reduced(
     } else {
         Some(report::eval_set(options.eval.as_ref(), info.sample_rate)?)
     };
-    let needs_fp32 = eval.is_some() || options.target == Target::Tensorrt;
+    let needs_fp32 = eval.is_some() || options.target == QuantizationTarget::TensorRt;
     if needs_fp32 && fp32_source.is_none() {
         let mut fp32_info = info.clone();
         fp32_info.precision = Precision::Fp32.as_str().into();
@@ -97,11 +80,13 @@ pub(crate) fn export_reduced(
                 casts = s.casts,
                 "fp16 pass"
             );
-            info.raw.insert(keys::SCHEME.into(), SCHEME_FP16.into());
+            info.raw
+                .insert(keys::QUANTIZATION_SCHEME.into(), SCHEME_FP16.into());
         }
-        (Precision::Int8, Target::Cpu) => {
+        (Precision::Int8, QuantizationTarget::Cpu) => {
             if options.quantize_conv {
-                let cfg = crate::Wav2Vec2Config::parse(output, &info.config.to_string())?;
+                let cfg =
+                    w2v_engine::config::Wav2Vec2Config::parse(output, &info.config.to_string())?;
                 crate::wav2vec2::feature_encoder_as_matmuls(&mut g, &cfg)?;
             }
             let s = precision::to_int8(&mut g, options.quantize_conv);
@@ -116,10 +101,12 @@ pub(crate) fn export_reduced(
             } else {
                 SCHEME_CONVS_FLOAT
             };
-            info.raw
-                .insert(keys::SCHEME.into(), format!("{SCHEME_INT8_DYNAMIC}{convs}"));
+            info.raw.insert(
+                keys::QUANTIZATION_SCHEME.into(),
+                format!("{SCHEME_INT8_DYNAMIC}{convs}"),
+            );
         }
-        (Precision::Int8, Target::Tensorrt) => {
+        (Precision::Int8, QuantizationTarget::TensorRt) => {
             let calib = match &options.calibration {
                 Some(p) => report::EvalSet::from_manifest(p, info.sample_rate)?,
                 None => match &options.eval {
@@ -141,9 +128,11 @@ pub(crate) fn export_reduced(
             } else {
                 SCHEME_CONVS_FLOAT
             };
-            info.raw
-                .insert(keys::SCHEME.into(), format!("{SCHEME_INT8_QDQ}{convs}"));
-            info.raw.insert(keys::CALIBRATION.into(), how);
+            info.raw.insert(
+                keys::QUANTIZATION_SCHEME.into(),
+                format!("{SCHEME_INT8_QDQ}{convs}"),
+            );
+            info.raw.insert(keys::QUANTIZATION_CALIBRATION.into(), how);
         }
     }
     let saved = precision::f16_storage(&mut g, precision::F16_STORAGE_MIN_ELEMENTS);
@@ -153,13 +142,15 @@ pub(crate) fn export_reduced(
     );
     info.precision = precision_name.into();
     if let Some(t) = target {
-        info.raw.insert(keys::TARGET.into(), t.as_str().into());
+        info.raw
+            .insert(keys::QUANTIZATION_TARGET.into(), t.as_str().into());
         let convs = if options.quantize_conv {
             "int8"
         } else {
             "float32"
         };
-        info.raw.insert(keys::CONVS.into(), convs.into());
+        info.raw
+            .insert(keys::QUANTIZATION_CONVS.into(), convs.into());
     }
     let mut result = None;
     if let Some(set) = &eval {
@@ -169,7 +160,7 @@ pub(crate) fn export_reduced(
             &reduced_path,
             set,
             precision_name,
-            target.map(Target::as_str),
+            target.map(QuantizationTarget::as_str),
         )?;
         if let Some(limit) = options.max_wer_increase {
             if r.wer_increase_points > limit {
@@ -184,7 +175,7 @@ pub(crate) fn export_reduced(
             }
         }
         info.raw.insert(
-            keys::REPORT.into(),
+            keys::QUANTIZATION_REPORT.into(),
             serde_json::to_string(&r).expect("report serializes"),
         );
         result = Some(r);

@@ -9,6 +9,7 @@ use serde::Serialize;
 use w2v_engine::backend::tract::TractBackend;
 use w2v_engine::ctc::{greedy_decode, Vocabulary};
 use w2v_engine::metrics::{char_errors, word_errors, EditCounts};
+use w2v_engine::rng::SplitMix64;
 use w2v_engine::transcriber::Transcriber;
 use w2v_engine::{BackendOptions, ModelInfo};
 
@@ -61,8 +62,8 @@ impl EvalSet {
     pub fn synthetic(sample_rate: u32) -> Self {
         let sr = sample_rate as f64;
         let n = 2 * sample_rate as usize;
-        let mut rng = SplitMix(SYNTHETIC_SEED);
-        let noise = |rng: &mut SplitMix, amp: f64| -> Vec<f64> {
+        let mut rng = SplitMix64(SYNTHETIC_SEED);
+        let noise = |rng: &mut SplitMix64, amp: f64| -> Vec<f64> {
             (0..n).map(|_| amp * rng.gaussian()).collect()
         };
         let chirp = |f0: f64, f1: f64, amp: f64| -> Vec<f64> {
@@ -121,28 +122,6 @@ impl EvalSet {
 
     pub fn audio_seconds(&self, sample_rate: u32) -> f64 {
         self.clips.iter().map(|c| c.samples.len()).sum::<usize>() as f64 / sample_rate as f64
-    }
-}
-
-/// SplitMix64: a tiny seeded generator, so the synthetic set is the same everywhere.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn uniform(&mut self) -> f64 {
-        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn gaussian(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
     }
 }
 

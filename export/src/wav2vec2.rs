@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 use w2v_engine::onnx_pb::data_type;
 
 use crate::checkpoint::{StateDict, Tensor};
-use crate::config::{Activation, FeatExtractNorm, Wav2Vec2Config};
 use crate::graph::{attr_float, attr_int, attr_ints, Dim, GraphBuilder, InitData};
 use crate::ExportError;
+use w2v_engine::config::{Activation, FeatExtractNorm, Wav2Vec2Config};
 
 /// Checkpoint tensors that exist only for pre-training or SpecAugment and are not part of the
 /// CTC forward pass at inference.

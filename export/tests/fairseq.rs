@@ -11,10 +11,11 @@ use common::{cases, compare, TIER};
 
 use w2v_engine::backend::ort::{OrtBackend, OrtOptions};
 use w2v_engine::backend::tract::TractBackend;
+use w2v_engine::config::Wav2Vec2Config;
 use w2v_engine::model_info::{keys, ModelInfo};
 use w2v_engine::{Backend, BackendOptions, Logits};
 use w2v_export::checkpoint::{fairseq, pytorch, CheckpointError};
-use w2v_export::{export, ExportError, ExportOptions, NewHead, Wav2Vec2Config};
+use w2v_export::{export, ExportError, ExportOptions, NewHead};
 use w2v_test_support::assert_close;
 use w2v_test_support::paths::fairseq_fixture as fixture;
 

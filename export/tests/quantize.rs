@@ -14,11 +14,12 @@ use common::{cases, fixtures};
 use prost::Message;
 use w2v_engine::backend::ort::{OrtBackend, OrtOptions};
 use w2v_engine::backend::tract::TractBackend;
+use w2v_engine::model_info::keys;
 use w2v_engine::onnx_pb::{data_type, GraphProto, ModelProto, NodeProto, TensorProto};
+use w2v_engine::precision::{Precision, QuantizationTarget};
 use w2v_engine::{Backend, BackendOptions, ModelInfo};
-use w2v_export::quantize::keys;
 use w2v_export::report::top2;
-use w2v_export::{CalibrationMethod, ExportError, ExportOptions, Precision, Target};
+use w2v_export::{CalibrationMethod, ExportError, ExportOptions};
 use w2v_test_support::paths::default_int8_model;
 use w2v_test_support::tolerance::agreement::{
     CONFIDENT_MARGIN, FP16_ARGMAX_PERCENT, INT8_ARGMAX_PERCENT,
@@ -93,8 +94,8 @@ fn fp16_matches_fp32_references_in_ort_and_tract() {
         assert_eq!(summary.precision, "fp16");
         let info = ModelInfo::read(&onnx).unwrap();
         assert_eq!(info.precision, "fp16");
-        assert!(info.raw.contains_key(keys::REPORT));
-        assert!(!info.raw.contains_key(keys::TARGET));
+        assert!(info.raw.contains_key(keys::QUANTIZATION_REPORT));
+        assert!(!info.raw.contains_key(keys::QUANTIZATION_TARGET));
         let report = summary.report.expect("fp16 exports report");
         eprintln!("{name}: {}", report.summary_line());
         assert!(report.quantized_bytes < report.fp32_bytes);
@@ -134,7 +135,7 @@ fn fp16_matches_fp32_references_in_ort_and_tract() {
 /// Minimum argmax agreement (percent) with the fp32 references on confident frames, by whether
 /// the feature encoder's convolutions are quantized too.
 fn int8_min_agreement(options: &ExportOptions) -> f64 {
-    if options.quantize_conv && options.target == Target::Cpu {
+    if options.quantize_conv && options.target == QuantizationTarget::Cpu {
         QUANTIZE_CONV_CPU_MIN_AGREEMENT
     } else if options.quantize_conv {
         QUANTIZE_CONV_MIN_AGREEMENT
@@ -173,19 +174,19 @@ fn check_int8(options: &ExportOptions, label: &str) {
         assert_eq!(summary.target.as_deref(), Some(target));
         let info = ModelInfo::read(&onnx).unwrap();
         assert_eq!(info.precision, "int8");
-        assert_eq!(info.raw[keys::TARGET], target);
+        assert_eq!(info.raw[keys::QUANTIZATION_TARGET], target);
         let convs = if options.quantize_conv {
             "int8"
         } else {
             "float32"
         };
-        assert_eq!(info.raw[keys::CONVS], convs);
-        if options.target == Target::Tensorrt {
+        assert_eq!(info.raw[keys::QUANTIZATION_CONVS], convs);
+        if options.target == QuantizationTarget::TensorRt {
             let method = options.calibration_method.as_str();
             assert!(
-                info.raw[keys::CALIBRATION].contains(method),
+                info.raw[keys::QUANTIZATION_CALIBRATION].contains(method),
                 "{}",
-                info.raw[keys::CALIBRATION]
+                info.raw[keys::QUANTIZATION_CALIBRATION]
             );
         }
         assert_no_int16_saturation(&onnx, &format!("{name} {label}"));
@@ -243,7 +244,7 @@ fn int8_tensorrt_qdq_runs_in_ort_and_tract() {
     for quantize_conv in [false, true] {
         let options = ExportOptions {
             precision: Precision::Int8,
-            target: Target::Tensorrt,
+            target: QuantizationTarget::TensorRt,
             quantize_conv,
             ..Default::default()
         };
@@ -255,7 +256,7 @@ fn int8_tensorrt_qdq_runs_in_ort_and_tract() {
 fn int8_tensorrt_with_entropy_calibration_agrees_and_says_so() {
     let options = ExportOptions {
         precision: Precision::Int8,
-        target: Target::Tensorrt,
+        target: QuantizationTarget::TensorRt,
         calibration_method: CalibrationMethod::Entropy,
         ..Default::default()
     };
@@ -296,7 +297,8 @@ fn max_wer_increase_refuses_and_writes_nothing() {
     };
     let summary = export(dir, &onnx, &options);
     let info = ModelInfo::read(&onnx).unwrap();
-    let stored: serde_json::Value = serde_json::from_str(&info.raw[keys::REPORT]).unwrap();
+    let stored: serde_json::Value =
+        serde_json::from_str(&info.raw[keys::QUANTIZATION_REPORT]).unwrap();
     assert_eq!(
         stored["wer_increase_points"].as_f64(),
         Some(summary.report.unwrap().wer_increase_points)
@@ -315,7 +317,7 @@ fn invalid_option_combinations_are_refused() {
             ..Default::default()
         },
         ExportOptions {
-            target: Target::Tensorrt,
+            target: QuantizationTarget::TensorRt,
             ..Default::default()
         },
         ExportOptions {
@@ -426,9 +428,9 @@ fn requantizing_an_exported_model_equals_exporting_its_folder() {
         export(&dir, &fp32, &ExportOptions::default());
         let fp32_sha = w2v_engine::fs::sha256_hex(&std::fs::read(&fp32).unwrap());
         for (precision, target) in [
-            (Precision::Fp16, Target::Cpu),
-            (Precision::Int8, Target::Cpu),
-            (Precision::Int8, Target::Tensorrt),
+            (Precision::Fp16, QuantizationTarget::Cpu),
+            (Precision::Int8, QuantizationTarget::Cpu),
+            (Precision::Int8, QuantizationTarget::TensorRt),
         ] {
             let what = format!("{name} {precision:?} {target:?}");
             let options = ExportOptions {
@@ -447,11 +449,13 @@ fn requantizing_an_exported_model_equals_exporting_its_folder() {
             let (g_onnx, mut meta_onnx) = read_model(&from_onnx);
             assert!(g_folder == g_onnx, "{what}: graphs differ");
             assert_eq!(
-                meta_onnx.remove(keys::SOURCE_MODEL_SHA256).as_deref(),
+                meta_onnx
+                    .remove(keys::QUANTIZATION_SOURCE_MODEL_SHA256)
+                    .as_deref(),
                 Some(fp32_sha.as_str()),
                 "{what}: lineage"
             );
-            assert!(!meta_folder.contains_key(keys::SOURCE_MODEL_SHA256));
+            assert!(!meta_folder.contains_key(keys::QUANTIZATION_SOURCE_MODEL_SHA256));
             assert_eq!(meta_folder, meta_onnx, "{what}: metadata");
         }
     }
@@ -548,7 +552,7 @@ fn tensorrt_model_is_explicit_symmetric_qdq() {
         let onnx = out.path().join("qdq.onnx");
         let options = ExportOptions {
             precision: Precision::Int8,
-            target: Target::Tensorrt,
+            target: QuantizationTarget::TensorRt,
             quantize_conv,
             skip_report: true,
             ..Default::default()

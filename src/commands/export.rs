@@ -1,32 +1,63 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 
 use anyhow::Result;
-use clap::ValueEnum;
-use w2v_export::{ExportError, ExportOptions};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use w2v_engine::precision::{Precision, QuantizationTarget};
+use w2v_export::{CalibrationMethod, ExportError, ExportOptions};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Precision {
-    Fp32,
-    Fp16,
-    Int8,
+/// A clap parser for `T`'s names (`T::from_str` of exactly the listed spellings), listed in the
+/// help as clap lists a `ValueEnum`'s, with each value's help when given. The types themselves
+/// live with their other uses (`w2v_engine::precision`, `w2v_export`).
+fn listed<T>(values: Vec<PossibleValue>) -> impl TypedValueParser<Value = T>
+where
+    T: FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Debug,
+{
+    PossibleValuesParser::new(values).map(|s| s.parse::<T>().expect("a listed value parses"))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Target {
-    /// Dynamic int8 (DynamicQuantizeLinear + MatMulInteger): ONNX Runtime CPU and tract.
-    Cpu,
-    /// Explicit QDQ pairs with calibrated activation scales, for TensorRT.
-    Tensorrt,
+fn precisions() -> impl TypedValueParser<Value = Precision> {
+    listed(
+        Precision::ALL
+            .map(|p| PossibleValue::new(p.as_str()))
+            .to_vec(),
+    )
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum CalibrationMethod {
-    /// The 99.99th percentile of |x|.
-    Percentile,
-    /// The clipping range with the least KL divergence after 8-bit quantization (TensorRT's
-    /// entropy calibrator).
-    Entropy,
+fn targets() -> impl TypedValueParser<Value = QuantizationTarget> {
+    listed(
+        QuantizationTarget::ALL
+            .map(|t| {
+                PossibleValue::new(t.as_str()).help(match t {
+                    QuantizationTarget::Cpu => {
+                        "Dynamic int8 (DynamicQuantizeLinear + MatMulInteger): ONNX Runtime CPU \
+                         and tract"
+                    }
+                    QuantizationTarget::TensorRt => {
+                        "Explicit QDQ pairs with calibrated activation scales, for TensorRT"
+                    }
+                })
+            })
+            .to_vec(),
+    )
+}
+
+fn calibration_methods() -> impl TypedValueParser<Value = CalibrationMethod> {
+    listed(
+        CalibrationMethod::ALL
+            .map(|m| {
+                PossibleValue::new(m.as_str()).help(match m {
+                    CalibrationMethod::Percentile => "The 99.99th percentile of |x|",
+                    CalibrationMethod::Entropy => {
+                        "The clipping range with the least KL divergence after 8-bit \
+                         quantization (TensorRT's entropy calibrator)"
+                    }
+                })
+            })
+            .to_vec(),
+    )
 }
 
 #[derive(clap::Args)]
@@ -43,11 +74,11 @@ pub struct Args {
     #[arg(short, long)]
     output: PathBuf,
     /// Numeric precision of the exported model.
-    #[arg(long, value_enum, default_value = "fp32")]
+    #[arg(long, value_parser = precisions(), default_value = "fp32")]
     precision: Precision,
     /// Runtime an int8 model is laid out for.
-    #[arg(long, value_enum, default_value = "cpu")]
-    target: Target,
+    #[arg(long, value_parser = targets(), default_value = "cpu")]
+    target: QuantizationTarget,
     /// Quantize the feature encoder's convolutions too (int8; they stay float32 by default).
     #[arg(long)]
     quantize_conv: bool,
@@ -58,7 +89,7 @@ pub struct Args {
     #[arg(long, value_name = "DATA.tsv")]
     calibration: Option<PathBuf>,
     /// How activation ranges are chosen from the calibration audio (`--target tensorrt`).
-    #[arg(long, value_enum, default_value = "percentile")]
+    #[arg(long, value_parser = calibration_methods(), default_value = "percentile")]
     calibration_method: CalibrationMethod,
     /// Fail, writing no model, when the WER rises by more than this many percentage points.
     #[arg(long, value_name = "POINTS")]
@@ -74,22 +105,12 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let options = ExportOptions {
         opset: args.opset,
-        precision: match args.precision {
-            Precision::Fp32 => w2v_export::Precision::Fp32,
-            Precision::Fp16 => w2v_export::Precision::Fp16,
-            Precision::Int8 => w2v_export::Precision::Int8,
-        },
-        target: match args.target {
-            Target::Cpu => w2v_export::Target::Cpu,
-            Target::Tensorrt => w2v_export::Target::Tensorrt,
-        },
+        precision: args.precision,
+        target: args.target,
         quantize_conv: args.quantize_conv,
         eval: args.eval,
         calibration: args.calibration,
-        calibration_method: match args.calibration_method {
-            CalibrationMethod::Percentile => w2v_export::CalibrationMethod::Percentile,
-            CalibrationMethod::Entropy => w2v_export::CalibrationMethod::Entropy,
-        },
+        calibration_method: args.calibration_method,
         max_wer_increase: args.max_wer_increase,
         skip_report: false,
         dict: args.dict,

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use prost::Message;
 use serde::Serialize;
 use w2v_engine::fs::atomic_write;
-use w2v_engine::model_info::ModelInfo;
+use w2v_engine::model_info::{keys, ModelInfo};
 use w2v_engine::onnx_pb::ModelProto;
 use w2v_train::checkpoint;
 use w2v_train::data::{load_eval, load_examples, word_error_rate, LoadedExamples};
@@ -180,7 +180,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let bytes = std::fs::read(&model_path)
         .with_context(|| format!("{}: cannot read model", model_path.display()))?;
     let info = ModelInfo::read(&model_path)?;
-    if info.precision != "fp32" {
+    if info.precision != w2v_engine::Precision::Fp32.as_str() {
         bail!(
             "{}: a {} model; fine-tuning needs fp32 weights (export with --precision fp32, \
              fine-tune, then re-quantize)",
@@ -214,7 +214,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let masking = if args.no_masking {
         Masking::NONE
     } else {
-        let from = Masking::from_config(&info.config);
+        let config = info
+            .model_config()
+            .with_context(|| format!("{}: model description", model_path.display()))?;
+        let from = Masking::from_config(&config);
         Masking {
             time_prob: args.mask_time_prob.unwrap_or(from.time_prob),
             time_length: args.mask_time_length.unwrap_or(from.time_length),
@@ -325,15 +328,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     let mut lineage = BTreeMap::new();
     lineage.insert(
-        "w2v.finetune.base_sha256".into(),
+        keys::FINETUNE_BASE_SHA256.into(),
         w2v_engine::fs::sha256_hex(&bytes),
     );
-    lineage.insert("w2v.finetune.data_sha256".into(), data_hash);
-    lineage.insert("w2v.finetune.steps".into(), args.steps.to_string());
+    lineage.insert(keys::FINETUNE_DATA_SHA256.into(), data_hash);
+    lineage.insert(keys::FINETUNE_STEPS.into(), args.steps.to_string());
     if let (Some(wer), Some(p)) = (eval_wer, &args.eval) {
-        lineage.insert("w2v.finetune.eval_wer".into(), format!("{wer:.6}"));
+        lineage.insert(keys::FINETUNE_EVAL_WER.into(), format!("{wer:.6}"));
         lineage.insert(
-            "w2v.finetune.eval_data_sha256".into(),
+            keys::FINETUNE_EVAL_DATA_SHA256.into(),
             w2v_engine::fs::sha256_hex(&std::fs::read(p)?),
         );
     }

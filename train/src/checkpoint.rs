@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use w2v_engine::fs::{atomic_write, AtomicWriteError};
 
 use crate::optim::{AdamW, AdamWConfig};
-use crate::trainer::{SplitMix64, Trainer, TrainerConfig, TrainingState};
+use crate::rng::SplitMix64;
+use crate::trainer::{Trainer, TrainerConfig, TrainingState};
 
 const MAGIC: &[u8; 8] = b"W2VCKPT1";
 

@@ -9,4 +9,5 @@ pub mod gradients;
 pub mod optim;
 pub mod parameters;
 pub mod regularize;
+pub mod rng;
 pub mod trainer;

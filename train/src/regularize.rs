@@ -25,7 +25,9 @@ use w2v_engine::onnx_pb::{
     TypeProto, TypeProtoTensor, ValueInfoProto,
 };
 
-use crate::trainer::SplitMix64;
+use w2v_engine::config::Wav2Vec2Config;
+
+use crate::rng::SplitMix64;
 
 /// The time-keep input of an instrumented graph: `[batch, frames, 1]`, 1 = keep.
 pub const TIME_KEEP: &str = "w2v_train/time_keep";
@@ -61,36 +63,24 @@ impl Masking {
         channel_length: 10,
     };
 
-    /// The settings stored in a model's Hugging Face config (`w2v.config`), with transformers'
-    /// defaults (0.05 × 10 frames, no channel masking) for missing keys; none when the config
-    /// turns SpecAugment off (`apply_spec_augment: false`).
-    pub fn from_config(config: &serde_json::Value) -> Masking {
-        if config.get("apply_spec_augment").and_then(|v| v.as_bool()) == Some(false) {
+    /// The settings of a model's description (its stored Hugging Face config, `w2v.config`,
+    /// with transformers' defaults: 0.05 × 10 frames, no channel masking, for missing fields);
+    /// none when the config turns SpecAugment off (`apply_spec_augment: false`).
+    pub fn from_config(config: &Wav2Vec2Config) -> Masking {
+        if !config.apply_spec_augment {
             return Masking::NONE;
         }
-        let f = |k: &str, d: f64| config.get(k).and_then(|v| v.as_f64()).unwrap_or(d);
-        let n = |k: &str, d: usize| {
-            config
-                .get(k)
-                .and_then(|v| v.as_u64())
-                .map_or(d, |v| v as usize)
-        };
         Masking {
-            time_prob: f("mask_time_prob", 0.05),
-            time_length: n("mask_time_length", 10),
-            channel_prob: f("mask_feature_prob", 0.0),
-            channel_length: n("mask_feature_length", 10),
+            time_prob: config.mask_time_prob,
+            time_length: config.mask_time_length,
+            channel_prob: config.mask_feature_prob,
+            channel_length: config.mask_feature_length,
         }
     }
 
     pub fn is_active(&self) -> bool {
         self.time_prob > 0.0 || self.channel_prob > 0.0
     }
-}
-
-/// A uniform float in [0, 1) from the trainer's generator.
-fn uniform(rng: &mut SplitMix64) -> f64 {
-    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Span masks over an axis of `len` positions, as transformers' `_compute_mask_indices` for one
@@ -102,7 +92,7 @@ pub fn span_mask(len: usize, prob: f64, span: usize, rng: &mut SplitMix64) -> Ve
         return keep;
     }
     let span = span.min(len);
-    let wanted = (prob * len as f64 / span as f64 + uniform(rng)) as usize;
+    let wanted = (prob * len as f64 / span as f64 + rng.next_unit()) as usize;
     let spans = wanted.min(len / span);
     // Distinct starts from 0..=len-span: a partial Fisher-Yates draw over the candidates.
     let mut starts: Vec<usize> = (0..=len - span).collect();
@@ -335,7 +325,7 @@ pub fn instrument_layer_drop(model: &ModelProto) -> Result<(ModelProto, usize), 
 /// This update's LayerDrop gates: each layer kept (1) with probability `1 − p`.
 pub fn sample_layer_keep(layers: usize, p: f64, rng: &mut SplitMix64) -> Vec<f32> {
     (0..layers)
-        .map(|_| if uniform(rng) < p { 0.0 } else { 1.0 })
+        .map(|_| if rng.next_unit() < p { 0.0 } else { 1.0 })
         .collect()
 }
 
@@ -410,20 +400,23 @@ mod tests {
 
     #[test]
     fn config_defaults_follow_transformers() {
-        let m = Masking::from_config(&serde_json::json!({}));
+        let config = |json: serde_json::Value| {
+            Wav2Vec2Config::from_value(std::path::Path::new("config.json"), json).unwrap()
+        };
+        let m = Masking::from_config(&config(serde_json::json!({})));
         assert_eq!(
             (m.time_prob, m.time_length, m.channel_prob),
             (0.05, 10, 0.0)
         );
-        let m = Masking::from_config(&serde_json::json!({
+        let m = Masking::from_config(&config(serde_json::json!({
             "mask_time_prob": 0.2, "mask_time_length": 8,
             "mask_feature_prob": 0.05, "mask_feature_length": 16
-        }));
+        })));
         assert_eq!(
             (m.time_prob, m.time_length, m.channel_prob, m.channel_length),
             (0.2, 8, 0.05, 16)
         );
-        let off = Masking::from_config(&serde_json::json!({"apply_spec_augment": false}));
+        let off = Masking::from_config(&config(serde_json::json!({"apply_spec_augment": false})));
         assert!(!off.is_active());
     }
 }

@@ -14,6 +14,7 @@ use crate::gradients::{GradientRunner, RunnerFactory};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, TriStage};
 use crate::parameters;
 use crate::regularize::{self, InstrumentError, Masking};
+use crate::rng::SplitMix64;
 
 /// One labelled utterance, ready for the model: normalized as it expects, labels encoded.
 #[derive(Clone, Debug, PartialEq)]
@@ -162,28 +163,6 @@ impl RegularizationInputs {
     }
 }
 
-/// SplitMix64: small, fast, and its whole state is one integer (easy to checkpoint).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Fisher–Yates shuffle.
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-    }
-}
-
 /// Everything that determines the rest of a run: resuming from it continues bit for bit.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainingState {
@@ -242,11 +221,9 @@ impl Trainer {
             .map_err(|e| TrainError::Model(e.to_string()))?;
         let freeze = config.freeze_feature_encoder;
         let hidden = info
-            .config
-            .get("hidden_size")
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| TrainError::Model("its config has no hidden_size".into()))?
-            as usize;
+            .model_config()
+            .map_err(|e| TrainError::Model(e.to_string()))?
+            .hidden_size;
         let mut source = std::borrow::Cow::Borrowed(model);
         if config.masking.is_active() {
             let embed = masked_spec_embed(model, hidden)?;

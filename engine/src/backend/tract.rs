@@ -22,13 +22,49 @@ type Plan = Arc<TypedRunnableModel>;
 /// Plans kept at once (each holds its own packed weights).
 const MAX_PLANS: usize = 4;
 
+/// Compiled plans by key (input shapes), at most [`MAX_PLANS`], least recently used evicted
+/// first: the one cache of [`TractBackend`] and [`TractGraph`].
+struct PlanCache<K> {
+    plans: HashMap<K, Plan>,
+    /// Keys of `plans`, least recently used first.
+    recent: Vec<K>,
+}
+
+impl<K: Clone + Eq + std::hash::Hash> PlanCache<K> {
+    fn new() -> Self {
+        PlanCache {
+            plans: HashMap::new(),
+            recent: Vec::new(),
+        }
+    }
+
+    /// The plan for `key`, compiled by `compile` unless cached.
+    fn get_or_compile<E>(
+        &mut self,
+        key: K,
+        compile: impl FnOnce() -> Result<Plan, E>,
+    ) -> Result<Plan, E> {
+        self.recent.retain(|k| *k != key);
+        self.recent.push(key.clone());
+        if let Some(p) = self.plans.get(&key) {
+            return Ok(p.clone());
+        }
+        if self.plans.len() >= MAX_PLANS {
+            let oldest = self.recent.remove(0);
+            self.plans.remove(&oldest);
+        }
+        let plan = compile()?;
+        self.plans.insert(key, plan.clone());
+        Ok(plan)
+    }
+}
+
 pub struct TractBackend {
     path: PathBuf,
     info: ModelInfo,
     model: InferenceModel,
-    plans: HashMap<(usize, usize), Plan>,
-    /// Keys of `plans`, least recently used first.
-    recent: Vec<(usize, usize)>,
+    /// Plans by (batch, plan length).
+    plans: PlanCache<(usize, usize)>,
     /// tract could not optimize this model with a symbolic length: use exact-length plans.
     symbolic_failed: bool,
     /// The thread pool matrix products run on (single-threaded when `None`).
@@ -50,8 +86,7 @@ impl TractBackend {
             path: path.to_path_buf(),
             info,
             model,
-            plans: HashMap::new(),
-            recent: Vec::new(),
+            plans: PlanCache::new(),
             symbolic_failed: false,
             executor,
         })
@@ -71,38 +106,29 @@ impl TractBackend {
     }
 
     fn plan(&mut self, batch: usize, plan_len: usize) -> Result<Plan, BackendError> {
-        let key = (batch, plan_len);
-        self.recent.retain(|k| *k != key);
-        self.recent.push(key);
-        if let Some(p) = self.plans.get(&key) {
-            return Ok(p.clone());
-        }
-        if self.plans.len() >= MAX_PLANS {
-            let oldest = self.recent.remove(0);
-            self.plans.remove(&oldest);
-        }
-        tracing::debug!(batch, plan_len, "tract: compiling plan");
-        let mut model = self.model.clone();
-        let err = |e: TractError| load_err(&self.path, e);
-        let len_dim = if plan_len == 0 {
-            model.sym("samples").to_dim()
-        } else {
-            plan_len.to_dim()
-        };
-        model = model
-            .with_input_fact(0, f32::fact([batch.to_dim(), len_dim.clone()]).into())
-            .map_err(err)?;
-        if self.info.uses_attention_mask {
+        let (path, info, model) = (&self.path, &self.info, &self.model);
+        self.plans.get_or_compile((batch, plan_len), || {
+            tracing::debug!(batch, plan_len, "tract: compiling plan");
+            let mut model = model.clone();
+            let err = |e: TractError| load_err(path, e);
+            let len_dim = if plan_len == 0 {
+                model.sym("samples").to_dim()
+            } else {
+                plan_len.to_dim()
+            };
             model = model
-                .with_input_fact(1, i64::fact([batch.to_dim(), len_dim]).into())
+                .with_input_fact(0, f32::fact([batch.to_dim(), len_dim.clone()]).into())
                 .map_err(err)?;
-        }
-        let plan: Plan = model
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(err)?;
-        self.plans.insert(key, plan.clone());
-        Ok(plan)
+            if info.uses_attention_mask {
+                model = model
+                    .with_input_fact(1, i64::fact([batch.to_dim(), len_dim]).into())
+                    .map_err(err)?;
+            }
+            model
+                .into_optimized()
+                .and_then(|m| m.into_runnable())
+                .map_err(err)
+        })
     }
 }
 
@@ -237,8 +263,7 @@ pub struct TractGraph {
     model: InferenceModel,
     inputs: Vec<String>,
     outputs: Vec<String>,
-    plans: HashMap<PlanKey, Plan>,
-    recent: Vec<PlanKey>,
+    plans: PlanCache<PlanKey>,
     executor: Option<tract_linalg::multithread::Executor>,
 }
 
@@ -267,10 +292,19 @@ impl TractGraph {
             model,
             inputs,
             outputs,
-            plans: HashMap::new(),
-            recent: Vec::new(),
+            plans: PlanCache::new(),
             executor: executor(options),
         })
+    }
+
+    /// This graph with the named tensors (intermediate ones included) as its outputs, in that
+    /// order, instead of the model's own: how int8 calibration reads activations, on the same
+    /// cached plans as any other run.
+    pub fn with_outputs(mut self, names: &[String]) -> Result<Self, BackendError> {
+        self.model = self.model.with_outputs_by_name(names).map_err(run_err)?;
+        self.outputs = names.to_vec();
+        self.plans = PlanCache::new();
+        Ok(self)
     }
 
     /// The plan for these inputs. Int64 inputs (shapes, in the graphs training generates) are
@@ -287,29 +321,23 @@ impl TractGraph {
                 (t.shape.to_vec(), values)
             })
             .collect();
-        self.recent.retain(|k| *k != key);
-        self.recent.push(key.clone());
-        if let Some(p) = self.plans.get(&key) {
-            return Ok(p.clone());
-        }
-        if self.plans.len() >= MAX_PLANS {
-            let oldest = self.recent.remove(0);
-            self.plans.remove(&oldest);
-        }
-        let mut model = self.model.clone();
-        for (i, t) in inputs.iter().enumerate() {
-            let fact: InferenceFact = match t.data {
-                TensorViewData::F32(_) => f32::fact(t.shape).into(),
-                TensorViewData::I64(d) => Tensor::from_shape(t.shape, d).map_err(run_err)?.into(),
-            };
-            model = model.with_input_fact(i, fact).map_err(run_err)?;
-        }
-        let plan: Plan = model
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(run_err)?;
-        self.plans.insert(key, plan.clone());
-        Ok(plan)
+        let model = &self.model;
+        self.plans.get_or_compile(key, || {
+            let mut model = model.clone();
+            for (i, t) in inputs.iter().enumerate() {
+                let fact: InferenceFact = match t.data {
+                    TensorViewData::F32(_) => f32::fact(t.shape).into(),
+                    TensorViewData::I64(d) => {
+                        Tensor::from_shape(t.shape, d).map_err(run_err)?.into()
+                    }
+                };
+                model = model.with_input_fact(i, fact).map_err(run_err)?;
+            }
+            model
+                .into_optimized()
+                .and_then(|m| m.into_runnable())
+                .map_err(run_err)
+        })
     }
 }
 

@@ -59,6 +59,48 @@ pub enum AutodiffError {
     UnknownTensor(String),
     #[error("saved tensor `{name}` has element type {elem}, which cannot cross between graphs")]
     SavedType { name: String, elem: i32 },
+    /// A node of the (user-supplied) model has fewer inputs or outputs than its op needs.
+    #[error(
+        "node `{node}` ({op}) has {have} {what}{}, expected at least {want}",
+        if *have == 1 { "" } else { "s" }
+    )]
+    Arity {
+        node: String,
+        op: String,
+        /// `input` or `output`.
+        what: &'static str,
+        have: usize,
+        want: usize,
+    },
+}
+
+/// Input `i` of `node`, or [`AutodiffError::Arity`] naming the node and op when the model gives
+/// it fewer inputs (a malformed model must be an error, not a panic).
+pub(crate) fn input(node: &NodeProto, i: usize) -> Result<&str, AutodiffError> {
+    checked(node, &node.input, "input", i)
+}
+
+/// Output `i` of `node`, or [`AutodiffError::Arity`] (see [`input`]).
+pub(crate) fn output(node: &NodeProto, i: usize) -> Result<&str, AutodiffError> {
+    checked(node, &node.output, "output", i)
+}
+
+fn checked<'a>(
+    node: &NodeProto,
+    names: &'a [String],
+    what: &'static str,
+    i: usize,
+) -> Result<&'a str, AutodiffError> {
+    names
+        .get(i)
+        .map(String::as_str)
+        .ok_or_else(|| AutodiffError::Arity {
+            node: node.name.clone(),
+            op: node.op_type.clone(),
+            what,
+            have: names.len(),
+            want: i + 1,
+        })
 }
 
 /// The attribute `name` of `node`, if set.
@@ -586,5 +628,66 @@ impl TrainingGraphs {
             backward_model_inputs,
             backward_takes_output,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use w2v_engine::onnx_pb::{GraphProto, ValueInfoProto};
+
+    fn value(name: &str) -> ValueInfoProto {
+        ValueInfoProto {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_node_with_too_few_inputs_is_an_error_not_a_panic() {
+        // A Conv without its weight: a malformed user-supplied model.
+        let conv = NodeProto {
+            name: "conv0".into(),
+            op_type: "Conv".into(),
+            input: vec!["x".into()],
+            output: vec!["y".into()],
+            ..Default::default()
+        };
+        let model = ModelProto {
+            graph: Some(GraphProto {
+                node: vec![conv.clone()],
+                input: vec![value("x")],
+                output: vec![value("y")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let e = TrainingGraphs::build(&model, |_| true).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                AutodiffError::Arity {
+                    have: 1,
+                    want: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "node `conv0` (Conv) has 1 input, expected at least 2"
+        );
+        // The accessors themselves, for inputs and outputs.
+        assert_eq!(input(&conv, 0).unwrap(), "x");
+        let e = output(&conv, 1).unwrap_err().to_string();
+        assert_eq!(e, "node `conv0` (Conv) has 1 output, expected at least 2");
+        let none = NodeProto {
+            name: "n".into(),
+            op_type: "Relu".into(),
+            ..Default::default()
+        };
+        let e = input(&none, 0).unwrap_err().to_string();
+        assert_eq!(e, "node `n` (Relu) has 0 inputs, expected at least 1");
     }
 }

@@ -7,7 +7,7 @@
 
 use w2v_engine::onnx_pb::{attr_int, attr_ints, data_type, NodeProto};
 
-use super::{attr, AutodiffError, Emitter};
+use super::{attr, input, output, AutodiffError, Emitter};
 
 /// Ops that never carry a gradient (shape arithmetic and the padding mask).
 pub const NON_DIFFERENTIABLE: &[&str] = &["Shape", "Gather", "Range", "Less", "Cast"];
@@ -35,6 +35,15 @@ pub const DIFFERENTIABLE: &[&str] = &[
     "Slice",
 ];
 
+/// How many inputs the rule of `op` in [`gradient`] reads (at least).
+fn min_inputs(op: &str) -> usize {
+    match op {
+        "Add" | "Sub" | "Mul" | "Div" | "MatMul" | "Conv" => 2,
+        "Slice" => 3,
+        _ => 1,
+    }
+}
+
 /// The gradients of `node`'s inputs given `g`, the gradient of its (first) output. Entry i is
 /// `Some(name)` for input i when `wants[i]` (the input leads back to a trainable parameter),
 /// `None` otherwise. Forward tensors are referred to by name; the graph split decides which of
@@ -45,8 +54,10 @@ pub fn gradient(
     g: &str,
     wants: &[bool],
 ) -> Result<Vec<Option<String>>, AutodiffError> {
+    // Every input the op's rule reads below exists (checked once, so `x(i)` cannot panic).
+    input(node, min_inputs(&node.op_type) - 1)?;
     let x = |i: usize| node.input[i].as_str();
-    let y = node.output[0].as_str();
+    let y = output(node, 0)?;
     let want = |i: usize| wants.get(i).copied().unwrap_or(false);
     let mut out: Vec<Option<String>> = vec![None; node.input.len()];
     let unsupported = |reason: &str| AutodiffError::Unsupported {
@@ -258,7 +269,7 @@ fn matmul(
     want_b: bool,
     out: &mut [Option<String>],
 ) -> Result<(), AutodiffError> {
-    let (a, b) = (node.input[0].as_str(), node.input[1].as_str());
+    let (a, b) = (input(node, 0)?, input(node, 1)?);
     let (sa, sb) = (e.shape(a)?.clone(), e.shape(b)?.clone());
     let (ra, rb) = (sa.rank(), sb.rank());
     let same_batch = ra == rb
@@ -322,7 +333,7 @@ fn conv(
     };
     let ints = |name: &str, default: Vec<i64>| attr(node, name).map_or(default, |a| a.ints.clone());
     let want = |i: usize| wants.get(i).copied().unwrap_or(false);
-    let (x, w) = (node.input[0].as_str(), node.input[1].as_str());
+    let (x, w) = (input(node, 0)?, input(node, 1)?);
     if attr(node, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET") {
         return Err(unsupported("auto_pad"));
     }
@@ -374,7 +385,7 @@ fn conv(
         // stride, cut to the kernel length.
         let oi = o / groups;
         let t = e.dim_of(x, 2);
-        let tg = e.dim_of(&node.output[0], 2);
+        let tg = e.dim_of(output(node, 0)?, 2);
         // x [B, G·Cᵢ, T] → [B, G, Cᵢ, T] → [Cᵢ, G, B, T] → [Cᵢ, G·B, T].
         let s4 = e.ints(&[0, groups, ci, -1]);
         let x4 = e.node("Reshape", &[x, &s4], vec![]);
@@ -418,7 +429,7 @@ fn layer_norm(
     wants: &[bool],
     out: &mut [Option<String>],
 ) -> Result<(), AutodiffError> {
-    let x = node.input[0].as_str();
+    let x = input(node, 0)?;
     let rank = e.rank(x)?;
     let axis = attr(node, "axis").map_or(-1, |a| a.i);
     if axis != -1 && axis != rank as i64 - 1 {
@@ -441,7 +452,7 @@ fn layer_norm(
     let xhat = e.node("Div", &[&d, &sd], vec![]);
     let leading: Vec<i64> = (0..rank as i64 - 1).collect();
     if want(0) {
-        let gg = e.node("Mul", &[g, &node.input[1]], vec![]);
+        let gg = e.node("Mul", &[g, input(node, 1)?], vec![]);
         let m1 = e.reduce_mean(&gg, &last, true);
         let gx = e.node("Mul", &[&gg, &xhat], vec![]);
         let m2 = e.reduce_mean(&gx, &last, true);

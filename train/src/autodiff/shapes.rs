@@ -115,7 +115,7 @@ impl Shapes {
         }
         for node in &graph.node {
             let out = s.node_output(node, opset)?;
-            s.shapes.insert(node.output[0].clone(), out);
+            s.shapes.insert(super::output(node, 0)?.to_string(), out);
         }
         Ok(s)
     }
@@ -167,7 +167,7 @@ impl Shapes {
     }
 
     fn node_output(&self, node: &NodeProto, opset: i64) -> Result<StaticShape, AutodiffError> {
-        let input = |i: usize| self.get(&node.input[i]);
+        let input = |i: usize| self.get(super::input(node, i)?);
         let unsupported = |reason: &str| AutodiffError::Unsupported {
             node: node.name.clone(),
             op: node.op_type.clone(),
