@@ -61,9 +61,17 @@ pub use w2v_engine::ctc::Word;
 pub use w2v_engine::listen::{EventKind, ListenEvent};
 pub use w2v_engine::vad::VadConfig;
 
+/// Lower layer: boards, execution-provider policy, telemetry, audio capture. Public for what the
+/// front door does not cover; its API follows the front door's needs and may change.
 pub use w2v_board_support as board_support;
+/// Lower layer: audio, backends, CTC and beam decoding, LMs, voice activity, streaming. Public
+/// for what the front door does not cover (a decoder of your own on [`Recognizer`]'s logits, a
+/// custom audio source); its API may change.
 pub use w2v_engine as engine;
+/// Lower layer: checkpoint readers, the ONNX graph builder, quantization
+/// ([`export::export`] is what `w2v export` runs).
 pub use w2v_export as export;
+/// Lower layer: on-device fine-tuning (`examples/finetune.rs` shows the flow).
 pub use w2v_train as train;
 
 // The server moves recognizers between threads.

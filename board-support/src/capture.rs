@@ -3,7 +3,7 @@
 //! * [`AudioSource`]: anything that yields mono `f32` samples at a fixed rate, a block at a time;
 //! * [`FileSource`]: samples already decoded (by `w2v_engine::audio`) replayed at real time, as a
 //!   microphone would deliver them, or as fast as the consumer reads (tests, batch runs);
-//! * [`Microphone`] (cargo feature `microphone`, off by default because building it needs
+//! * `Microphone` (cargo feature `microphone`, off by default because building it needs
 //!   pkg-config and ALSA's headers): a capture device through cpal (ALSA on Linux). Every build
 //!   can read a live stream from standard input instead (`w2v listen --input -`).
 //!

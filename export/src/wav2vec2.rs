@@ -821,7 +821,7 @@ impl<'a> Wav2Vec2Graph<'a> {
 
 /// Replace the feature encoder of a built float32 graph (from a Hugging Face folder or read back
 /// from an exported model) by its time-major im2col-`MatMul` form
-/// ([`Wav2Vec2Graph::feature_encoder_time_major`]), using the graph's own weights. The rest of
+/// (`Wav2Vec2Graph::feature_encoder_time_major`), using the graph's own weights. The rest of
 /// the graph is untouched; the encoder's output keeps its [B, T, C] meaning.
 pub fn feature_encoder_as_matmuls(
     g: &mut GraphBuilder,
