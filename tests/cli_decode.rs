@@ -212,16 +212,13 @@ fn lm_build_makes_a_domain_lm_that_transcribe_uses() {
     )
     .unwrap();
     let arpa = dir.path().join("commands.arpa");
-    let run = w2v([
-        "lm".as_ref(),
-        "build".as_ref(),
-        corpus.as_os_str(),
-        "-o".as_ref(),
-        arpa.as_os_str(),
-        "--order".as_ref(),
-        "3".as_ref(),
-        "--json".as_ref(),
-    ]);
+    let lm_build = |corpus: &Path, extra: &[&str]| {
+        let mut args = vec!["lm".as_ref(), "build".as_ref(), corpus.as_os_str()];
+        args.extend(["-o".as_ref(), arpa.as_os_str()]);
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        w2v(args)
+    };
+    let run = lm_build(&corpus, &["--order", "3", "--json"]);
     assert!(run.success(), "{run:?}");
     // Ten short sentences are too few for lmplz's discount estimates above unigrams: said once.
     assert_eq!(run.stderr_lines().len(), 1, "{}", run.stderr);
@@ -248,32 +245,12 @@ fn lm_build_makes_a_domain_lm_that_transcribe_uses() {
 
     // Bad input: one line naming the file.
     let missing = dir.path().join("missing.txt");
-    let run = w2v([
-        "lm".as_ref(),
-        "build".as_ref(),
-        missing.as_os_str(),
-        "-o".as_ref(),
-        arpa.as_os_str(),
-    ]);
+    let run = lm_build(&missing, &[]);
     assert_one_error(&run, &[&shown(&missing), "cannot read"]);
     let empty = dir.path().join("empty.txt");
     std::fs::write(&empty, "\n \n").unwrap();
-    let run = w2v([
-        "lm".as_ref(),
-        "build".as_ref(),
-        empty.as_os_str(),
-        "-o".as_ref(),
-        arpa.as_os_str(),
-    ]);
+    let run = lm_build(&empty, &[]);
     assert_one_error(&run, &[&shown(&empty), "no words"]);
-    let run = w2v([
-        "lm".as_ref(),
-        "build".as_ref(),
-        corpus.as_os_str(),
-        "-o".as_ref(),
-        arpa.as_os_str(),
-        "--order".as_ref(),
-        "9".as_ref(),
-    ]);
+    let run = lm_build(&corpus, &["--order", "9"]);
     assert_one_error(&run, &["order must be between 1 and 6"]);
 }
