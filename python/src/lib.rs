@@ -230,7 +230,7 @@ impl PyRecognizer {
 
     /// Transcribe native-endian float32 samples (`numpy.ndarray.tobytes()`) at `sample_rate` Hz.
     fn transcribe(&self, py: Python<'_>, samples: &[u8], sample_rate: u32) -> PyResult<Transcript> {
-        if samples.len() % 4 != 0 {
+        if !samples.len().is_multiple_of(4) {
             return Err(PyValueError::new_err(format!(
                 "samples: {} bytes is not a whole number of float32 samples",
                 samples.len()
