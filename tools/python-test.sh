@@ -13,19 +13,20 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 say() { echo "python-test: $*" >&2; }
 
-if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-  command -v apt-get >/dev/null || { say "$PYTHON lacks venv/ensurepip; install them"; exit 1; }
+venv=$(mktemp -d "${TMPDIR:-/tmp}/w2v-python-test.XXXXXX")
+trap 'rm -rf "$venv"' EXIT
+# Debian's python3 makes venvs (with pip) only with python3-venv installed.
+if ! "$PYTHON" -m venv "$venv" >/dev/null 2>&1 || [[ ! -x "$venv/bin/pip" ]]; then
+  command -v apt-get >/dev/null || { say "$PYTHON cannot make a venv with pip; install venv/pip"; exit 1; }
   say "installing python3-venv and python3-pip"
   SUDO=$([[ $(id -u) == 0 ]] || echo sudo)
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
-  PYTHON=python3
+  PYTHON=/usr/bin/python3
+  rm -rf "$venv" && mkdir -p "$venv"
+  "$PYTHON" -m venv "$venv"
 fi
-"$PYTHON" --version
-
-venv=$(mktemp -d "${TMPDIR:-/tmp}/w2v-python-test.XXXXXX")
-trap 'rm -rf "$venv"' EXIT
-"$PYTHON" -m venv "$venv"
+"$venv/bin/python" --version
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 start=$SECONDS
 "$venv/bin/python" -m pip install --progress-bar off ./python pytest numpy
