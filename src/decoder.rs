@@ -2,6 +2,7 @@
 //! search with an n-gram language model and hotwords; and their wiring to the engine.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use w2v_engine::beam::{BeamOptions, BeamSetup, Hotwords, LanguageModel, Mode};
 use w2v_engine::ctc::Vocabulary;
@@ -98,8 +99,8 @@ impl Default for DecoderOptions {
 /// A decoder ready to run: the loaded word list, or beam search with its loaded LM and hotwords
 /// (both `None`: greedy).
 pub struct LoadedDecoder {
-    pub lexicon: Option<Lexicon>,
-    pub beam: Option<BeamSetup>,
+    pub lexicon: Option<Arc<Lexicon>>,
+    pub beam: Option<Arc<BeamSetup>>,
 }
 
 impl DecoderOptions {
@@ -121,7 +122,10 @@ impl DecoderOptions {
             }
             None => None,
         };
-        Ok(LoadedDecoder { lexicon, beam })
+        Ok(LoadedDecoder {
+            lexicon: lexicon.map(Arc::new),
+            beam: beam.map(Arc::new),
+        })
     }
 
     /// The beam search to run, `None` for greedy decoding. Loads the LM and hotwords.

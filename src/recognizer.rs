@@ -198,7 +198,8 @@ impl Recognizer {
     /// Start a live stream: feed samples as they arrive with [`Stream::accept_waveform`], read
     /// each utterance's event as the voice-activity detector closes it, [`Stream::finish`] at the
     /// end. With `options.commands`, utterances are scored against that grammar and accepted or
-    /// rejected; otherwise each is transcribed (greedy).
+    /// rejected; otherwise each is transcribed with the recognizer's decoder (greedy, word list,
+    /// or beam search with an LM and hotwords).
     ///
     /// ```
     /// use w2v::{Options, Recognizer, StreamOptions};
@@ -225,7 +226,20 @@ impl Recognizer {
             threshold: options.threshold,
             early_decision: options.early_decision,
         };
-        let listener = Listener::new(self.transcriber.backend_mut(), commands, config)?;
+        if commands.is_some() && self.decoding() != "greedy" {
+            return Err(Error::invalid(
+                "a command grammar decides by its own scoring: --words, --lm and --hotwords \
+                 shape free transcripts (listening without --commands)",
+            ));
+        }
+        let (lexicon, beam) = (
+            self.transcriber.lexicon.clone(),
+            self.transcriber.beam.clone(),
+        );
+        let mut transcriber = Transcriber::new(self.transcriber.backend_mut());
+        transcriber.lexicon = lexicon;
+        transcriber.beam = beam;
+        let listener = Listener::with_transcriber(transcriber, commands, config)?;
         Ok(Stream {
             listener,
             resampler: None,

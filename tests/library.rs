@@ -190,3 +190,57 @@ fn onnx_runtime_with_tensorrt_is_chosen_exactly_as_the_cli_does() {
     let available = w2v::provider_availability();
     assert!(available.tensorrt.is_err() && available.cpu.is_ok());
 }
+
+/// `w2v listen` (and so the server's streams) decodes free transcripts with the decoder flags:
+/// a word list of two words leaves only those words, where greedy decoding spells all four.
+#[test]
+fn listen_decodes_free_transcripts_with_the_decoder_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let words = dir.path().join("words.txt");
+    std::fs::write(&words, "NINE\nFIVE\n").unwrap();
+    let file = sample("nine-zero-five-one.wav");
+    let texts = |extra: &[&std::ffi::OsStr]| -> Vec<String> {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "listen".as_ref(),
+            "--input".as_ref(),
+            file.as_os_str(),
+            "--json".as_ref(),
+        ];
+        args.extend_from_slice(extra);
+        let run = w2v(args);
+        assert!(run.success(), "{run:?}");
+        run.stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(texts(&[]), ["NINE ZERO FIVE ONE"]);
+    let constrained = texts(&["--words".as_ref(), words.as_os_str()]);
+    assert_eq!(constrained.len(), 1);
+    for w in constrained[0].split_whitespace() {
+        assert!(w == "NINE" || w == "FIVE", "{constrained:?}");
+    }
+    // A grammar decides by its own scoring: decoder flags with --commands are refused.
+    let grammar = dir.path().join("commands.txt");
+    std::fs::write(&grammar, "go up\n").unwrap();
+    let run = w2v([
+        "listen".as_ref(),
+        "--input".as_ref(),
+        file.as_os_str(),
+        "--commands".as_ref(),
+        grammar.as_os_str(),
+        "--hotwords".as_ref(),
+        words.as_os_str(),
+    ]);
+    assert!(!run.success());
+    assert!(
+        run.stderr.contains("command grammar decides"),
+        "{}",
+        run.stderr
+    );
+}

@@ -110,7 +110,17 @@ impl<B: Backend> Listener<B> {
         commands: Option<CommandSet>,
         config: ListenConfig,
     ) -> Result<Self, VadConfigError> {
-        let transcriber = Transcriber::new(backend);
+        Self::with_transcriber(Transcriber::new(backend), commands, config)
+    }
+
+    /// [`Listener::new`] over a transcriber whose decoder (word list, beam search with an LM and
+    /// hotwords) writes the free transcripts. With a grammar, free transcripts stay greedy: they
+    /// tell an out-of-grammar utterance from a low-confidence one.
+    pub fn with_transcriber(
+        transcriber: Transcriber<B>,
+        commands: Option<CommandSet>,
+        config: ListenConfig,
+    ) -> Result<Self, VadConfigError> {
         let vad = Vad::new(config.vad, transcriber.info().sample_rate)?;
         Ok(Listener {
             transcriber,
@@ -236,7 +246,11 @@ impl<B: Backend> Listener<B> {
         let offset = u.start as f64 / rate;
         let logits = self.transcriber.logits(&u.samples)?;
         let row = logits.row(0);
-        let free = greedy_decode(row, self.transcriber.vocab(), spf, offset);
+        let free = if self.commands.is_some() {
+            greedy_decode(row, self.transcriber.vocab(), spf, offset)
+        } else {
+            self.transcriber.decode_logits(row, offset)
+        };
         let speech = (u.speech_start as f64 / rate, u.speech_end as f64 / rate);
         let mut ev = ListenEvent {
             start: ms(speech.0),

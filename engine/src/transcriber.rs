@@ -15,6 +15,8 @@ use serde::Serialize;
 
 use crate::audio::normalize;
 use crate::backend::{Backend, BackendError, Batch, Logits};
+use std::sync::Arc;
+
 use crate::beam::BeamSetup;
 use crate::ctc::{greedy_decode, Transcript, Vocabulary, Word};
 use crate::lexicon::Lexicon;
@@ -131,10 +133,11 @@ pub struct Transcriber<B: Backend> {
     vocab: Vocabulary,
     pub plan: ChunkPlan,
     /// Restrict transcripts to these words (lexicon-constrained decoding); greedy when `None`.
-    pub lexicon: Option<Lexicon>,
+    /// Shared: a stream over the same model decodes with the same list.
+    pub lexicon: Option<Arc<Lexicon>>,
     /// Beam search (with its LM and hotwords) instead of greedy decoding; the lexicon, when
     /// both are set, wins.
-    pub beam: Option<BeamSetup>,
+    pub beam: Option<Arc<BeamSetup>>,
 }
 
 impl<B: Backend> Transcriber<B> {
@@ -285,14 +288,24 @@ impl<B: Backend> Transcriber<B> {
     /// One utterance's logits to words: greedy, constrained to [`Transcriber::lexicon`], or by
     /// [`Transcriber::beam`] search.
     fn decode(&self, logits: &[f32], seconds_per_frame: f64) -> Transcript {
+        self.decode_at(logits, seconds_per_frame, 0.0)
+    }
+
+    /// Decode `[frames, vocab]` logits with this transcriber's decoder (word list, beam search,
+    /// or greedy); word times start at `offset` seconds.
+    pub fn decode_logits(&self, logits: &[f32], offset: f64) -> Transcript {
+        self.decode_at(logits, self.seconds_per_frame(), offset)
+    }
+
+    fn decode_at(&self, logits: &[f32], seconds_per_frame: f64, offset: f64) -> Transcript {
         match (&self.lexicon, &self.beam) {
-            (Some(lex), _) => lex.decode(logits, &self.vocab, seconds_per_frame, 0.0),
+            (Some(lex), _) => lex.decode(logits, &self.vocab, seconds_per_frame, offset),
             (None, Some(beam)) => {
-                beam.decode(&self.vocab, logits, seconds_per_frame, 0.0)
+                beam.decode(&self.vocab, logits, seconds_per_frame, offset)
                     .swap_remove(0)
                     .transcript
             }
-            (None, None) => greedy_decode(logits, &self.vocab, seconds_per_frame, 0.0),
+            (None, None) => greedy_decode(logits, &self.vocab, seconds_per_frame, offset),
         }
     }
 

@@ -11,6 +11,7 @@ use w2v::board_support::{AudioSource, CaptureError, FileSource, Pacing};
 use w2v::engine::audio::{self, PcmStream, StreamHint};
 use w2v::{EventKind, ListenEvent, Options, Recognizer, StreamOptions, VadConfig};
 
+use super::decoder::DecoderArgs;
 use super::model::ModelArgs;
 
 #[derive(clap::Args)]
@@ -40,6 +41,12 @@ pub struct Args {
     /// as rejected.
     #[arg(long, default_value_t = 0.5, value_parser = parse_unit)]
     threshold: f32,
+    /// Without --commands: free transcripts only use words from this list (as `w2v transcribe
+    /// --words`).
+    #[arg(long, value_name = "WORDS.txt", conflicts_with = "commands")]
+    words: Option<PathBuf>,
+    #[command(flatten)]
+    decoder: DecoderArgs,
     /// Run each accepted command's action (program and arguments, no shell).
     #[arg(long, requires = "commands")]
     exec: bool,
@@ -171,8 +178,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let longest = f64::from(args.max_utterance_ms) / 1000.0 + 1.0;
     let options = Options {
         runtime: args.model.runtime(),
+        decoder: args.decoder.options(args.words.as_deref()),
         chunk_seconds: longest,
-        ..Options::default()
     };
     let mut recognizer = Recognizer::open(args.model.path()?, &options)?;
     let rate = recognizer.sample_rate();

@@ -430,9 +430,20 @@ async fn ws_session(
     rate: u32,
     mut stop: watch::Receiver<bool>,
 ) -> &'static str {
-    let lease = match s.pool.lease().await {
-        Ok(l) => l,
-        Err(busy) => {
+    let waited = tokio::time::timeout(s.options.request_timeout, s.pool.lease()).await;
+    let lease = match waited {
+        Ok(Ok(l)) => l,
+        Err(_) => {
+            send_json(
+                &mut socket,
+                json!({"type": "error", "code": "timeout",
+                       "message": "no recognizer became free within the server's deadline"}),
+            )
+            .await;
+            close(&mut socket, 1013, "timeout").await;
+            return "timeout";
+        }
+        Ok(Err(busy)) => {
             s.metrics.busy();
             send_json(
                 &mut socket,
