@@ -450,4 +450,54 @@ mod tests {
             Err(ProtocolError::HeaderTooLong)
         ));
     }
+
+    /// Mutated, cut and spliced events: every outcome is an event, the end, or an error; never
+    /// a panic, and never a read past the input.
+    #[tokio::test]
+    async fn mutated_events_never_panic() {
+        let mut chunk = Event::new(
+            "audio-chunk",
+            json!({"rate": 16000, "width": 2, "channels": 1}),
+        );
+        chunk.payload = (0..64).collect();
+        let valid: Vec<Vec<u8>> = vec![
+            chunk.encode(),
+            Event::new("describe", json!({})).encode(),
+            Event::new("transcribe", json!({"language": "en", "name": "w2v"})).encode(),
+            b"{\"type\":\"x\",\"data\":{\"a\":1},\"data_length\":8}\n{\"b\":2}\n".to_vec(),
+        ];
+        let mut rng = crate::engine::rng::SplitMix64(7);
+        for i in 0..3000 {
+            let mut bytes = valid[i % valid.len()].clone();
+            match rng.next_u64() % 4 {
+                0 => {
+                    // Flip a few bytes.
+                    for _ in 0..1 + rng.next_u64() % 4 {
+                        let at = (rng.next_u64() as usize) % bytes.len();
+                        bytes[at] = rng.next_u64() as u8;
+                    }
+                }
+                1 => bytes.truncate((rng.next_u64() as usize) % bytes.len()),
+                2 => {
+                    let other = &valid[(rng.next_u64() as usize) % valid.len()];
+                    let cut = (rng.next_u64() as usize) % other.len();
+                    bytes.extend_from_slice(&other[cut..]);
+                }
+                _ => {
+                    // A digit of a length field changed.
+                    if let Some(at) = bytes.iter().position(|b| b.is_ascii_digit()) {
+                        bytes[at] = b'0' + (rng.next_u64() % 10) as u8;
+                    }
+                }
+            }
+            let mut r = tokio::io::BufReader::new(bytes.as_slice());
+            // Read events until the end or an error, as a connection does.
+            for _ in 0..8 {
+                match read_event(&mut r).await {
+                    Ok(Some(e)) => assert!(e.payload.len() <= MAX_PAYLOAD),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    }
 }
