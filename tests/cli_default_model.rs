@@ -114,6 +114,14 @@ fn default_model_with_its_word_list_transcribes_the_samples() {
     transcribes_every_sample(&["--words", words.to_str().unwrap()]);
 }
 
+/// `models/default.lm.arpa`, the shipped domain LM (a bigram of the training transcripts), loads
+/// and its beam search transcribes every sample.
+#[test]
+fn default_model_with_its_domain_lm_transcribes_the_samples() {
+    let lm = models_dir().join("default.lm.arpa");
+    transcribes_every_sample(&["--lm", lm.to_str().unwrap()]);
+}
+
 /// Constrained decoding on held-out clips: every output word is a listed one (greedy output of
 /// the same clips misspells some), and `eval --json` says how it decoded.
 #[test]
