@@ -47,6 +47,7 @@ pub mod runtime;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod subtitles;
+pub mod tune;
 
 pub use decoder::{defaults as decoder_defaults, DecoderKind, DecoderOptions, LoadedDecoder};
 pub use error::{Error, Result};

@@ -224,3 +224,52 @@ fn bad_word_lists_are_one_line_errors() {
     ]);
     assert_one_error(&run, &[&shown(&empty), "no words"]);
 }
+
+/// `w2v eval --tune`: every setting of the grid, best first, each equal to a plain `eval` with
+/// that setting (the model runs once; the saved logits are decoded per setting).
+#[test]
+fn eval_tune_reports_the_grid_and_agrees_with_eval() {
+    let lm = models_dir().join("default.lm.arpa");
+    let data = common::repo().join("samples/samples.tsv");
+    let (lm, data) = (lm.to_str().unwrap(), data.to_str().unwrap());
+    let run = w2v([
+        "eval",
+        "--data",
+        data,
+        "--lm",
+        lm,
+        "--tune",
+        "--lm-weights",
+        "0.5,3",
+        "--word-scores",
+        "-2,1.5",
+        "--json",
+    ]);
+    assert!(run.success(), "{run:?}");
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let points = report["points"].as_array().unwrap();
+    assert_eq!(points.len(), 4);
+    assert_eq!(report["utterances"], 5);
+    let wers: Vec<f64> = points.iter().map(|p| p["wer"].as_f64().unwrap()).collect();
+    assert!(wers.windows(2).all(|w| w[0] <= w[1]), "{wers:?}");
+    for p in [&points[0], &points[3]] {
+        let (a, b) = (p["lm_weight"].to_string(), p["word_score"].to_string());
+        let plain = w2v([
+            "eval",
+            "--data",
+            data,
+            "--lm",
+            lm,
+            "--lm-weight",
+            &a,
+            "--word-score",
+            &b,
+            "--json",
+        ]);
+        let plain: serde_json::Value = serde_json::from_str(&plain.stdout).unwrap();
+        assert_eq!(plain["wer"], p["wer"], "lm-weight {a} word-score {b}");
+    }
+    let run = w2v(["eval", "--data", data, "--tune"]);
+    assert!(!run.success());
+    assert!(run.stderr.contains("--lm"), "{}", run.stderr);
+}

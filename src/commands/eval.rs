@@ -29,6 +29,72 @@ pub struct Args {
     words: Option<PathBuf>,
     #[command(flatten)]
     decoder: DecoderArgs,
+    /// Tune the beam search on this data instead: every --lm-weights x --word-scores setting
+    /// (needs --lm), best first. The model runs once per utterance. Tune on dev, report on test.
+    #[arg(long, requires = "lm")]
+    tune: bool,
+    /// With --tune: the LM weights tried.
+    #[arg(long, value_delimiter = ',', default_values_t = w2v::tune::TuneOptions::default().lm_weights)]
+    lm_weights: Vec<f64>,
+    /// With --tune: the word scores tried.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, default_values_t = w2v::tune::TuneOptions::default().word_scores)]
+    word_scores: Vec<f64>,
+}
+
+/// `--tune`: the grid's error rates, best first.
+fn run_tune(args: &Args, rows: &[w2v::engine::manifest::Utterance]) -> Result<ExitCode> {
+    let options = w2v::Options {
+        runtime: args.model.runtime(),
+        ..w2v::Options::default()
+    };
+    let mut recognizer = w2v::Recognizer::open(args.model.path()?, &options)?;
+    let grid = w2v::tune::TuneOptions {
+        lm_weights: args.lm_weights.clone(),
+        word_scores: args.word_scores.clone(),
+    };
+    let mut bar = None;
+    let report = w2v::tune::tune(
+        &mut recognizer,
+        rows,
+        &args.decoder.options(None),
+        &grid,
+        &mut |done, total| {
+            bar.get_or_insert_with(|| progress_bar(total as u64, "tuning"))
+                .set_position(done as u64)
+        },
+    )?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "utterances: {} ({} failed); best first:",
+            report.utterances, report.failed
+        );
+        println!("lm-weight  word-score  WER      CER");
+        for p in &report.points {
+            println!(
+                "{:9}  {:10}  {:6.2}%  {:6.2}%",
+                p.lm_weight,
+                p.word_score,
+                p.wer * 100.0,
+                p.cer * 100.0
+            );
+        }
+        if let Some(best) = report.points.first() {
+            println!(
+                "best: --lm-weight {} --word-score {}",
+                best.lm_weight, best.word_score
+            );
+        }
+    }
+    Ok(if report.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[derive(Serialize)]
@@ -57,6 +123,9 @@ struct Report {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let rows = read_manifest(&args.data)?;
+    if args.tune {
+        return run_tune(&args, &rows);
+    }
     let mut t = open_recognizer(
         &args.model,
         &args.decoder,
