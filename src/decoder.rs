@@ -21,17 +21,6 @@ pub enum DecoderKind {
     Beam,
 }
 
-/// The defaults, shared with the command line's flags.
-pub mod defaults {
-    pub const BEAM_WIDTH: usize = 100;
-    pub const LM_WEIGHT: f64 = 0.5;
-    pub const WORD_SCORE: f64 = 1.5;
-    pub const UNK_SCORE: f64 = -10.0;
-    pub const TOKEN_MIN_LOGP: f64 = -5.0;
-    pub const BEAM_PRUNE_LOGP: f64 = -10.0;
-    pub const HOTWORD_WEIGHT: f64 = 10.0;
-}
-
 /// How to decode. The default is greedy decoding with free spelling.
 ///
 /// ```
@@ -77,20 +66,23 @@ pub struct DecoderOptions {
     pub pyctcdecode: bool,
 }
 
+/// The engine's defaults ([`BeamOptions::default`], pyctcdecode's), which the command line's
+/// flags show too.
 impl Default for DecoderOptions {
     fn default() -> Self {
+        let beam = BeamOptions::default();
         DecoderOptions {
             decoder: None,
             words: None,
-            beam_width: defaults::BEAM_WIDTH,
+            beam_width: beam.beam_width,
             lm: None,
-            lm_weight: defaults::LM_WEIGHT,
-            word_score: defaults::WORD_SCORE,
-            unk_score: defaults::UNK_SCORE,
-            token_min_logp: defaults::TOKEN_MIN_LOGP,
-            beam_prune_logp: defaults::BEAM_PRUNE_LOGP,
+            lm_weight: beam.lm_weight,
+            word_score: beam.word_score,
+            unk_score: beam.unk_score,
+            token_min_logp: beam.token_min_logp,
+            beam_prune_logp: beam.beam_prune_logp,
             hotwords: None,
-            hotword_weight: defaults::HOTWORD_WEIGHT,
+            hotword_weight: beam.hotword_weight,
             pyctcdecode: false,
         }
     }

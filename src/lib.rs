@@ -49,7 +49,7 @@ pub mod serve;
 pub mod subtitles;
 pub mod tune;
 
-pub use decoder::{defaults as decoder_defaults, DecoderKind, DecoderOptions, LoadedDecoder};
+pub use decoder::{DecoderKind, DecoderOptions, LoadedDecoder};
 pub use error::{Error, Result};
 pub use recognizer::{
     Options, Recognizer, Stream, StreamOptions, StreamResult, Transcript, DEFAULT_CHUNK_SECONDS,

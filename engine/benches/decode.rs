@@ -1,9 +1,13 @@
-//! Greedy CTC decoding of 30 s of logits (1500 frames × 32 tokens, the base-960h vocabulary).
+//! CTC decoding of 30 s of logits (1500 frames × 32 tokens, the base-960h vocabulary): greedy,
+//! and prefix beam search (beam 100, pyctcdecode's pruning) with a 200k-word bigram LM (issue
+//! 22's budget: <= 50 ms).
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use w2v_engine::beam::{BeamOptions, BeamSetup, LanguageModel, Mode};
 use w2v_engine::ctc::{best_path, greedy_decode, Vocabulary};
+use w2v_engine::lm::NgramLm;
 
 const VOCAB: [&str; 32] = [
     "<pad>", "<s>", "</s>", "<unk>", "|", "E", "T", "A", "O", "N", "I", "H", "S", "R", "D", "L",
@@ -14,6 +18,13 @@ const FRAMES: usize = 1500;
 /// Speech-like logits: noise everywhere, a peak on blank in about two frames of three and on a
 /// letter or delimiter otherwise.
 fn logits() -> Vec<f32> {
+    logits_with_peak(8.0)
+}
+
+/// [`logits`] with the peak `peak` above the noise: 8 is a confident model, 3 an uncertain one
+/// (several tokens per frame within pyctcdecode's -5 token pruning), where beam searches slow
+/// down.
+fn logits_with_peak(peak_height: f32) -> Vec<f32> {
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
     let mut next = move || {
         state ^= state << 13;
@@ -30,7 +41,7 @@ fn logits() -> Vec<f32> {
         } else {
             4 + (next() % 28) as usize
         };
-        logits[row_start + peak] += 8.0;
+        logits[row_start + peak] += peak_height;
     }
     logits
 }
@@ -50,5 +61,72 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// A 200 003-word bigram LM (4-5 letter words, 20 000 bigrams) in ARPA text, as the ARPA
+/// loading budget test builds it but spellable with the vocabulary's letters.
+fn big_lm() -> NgramLm {
+    let word = |mut i: u32| {
+        let mut w = String::new();
+        for _ in 0..4 {
+            w.push((b'a' + (i % 26) as u8) as char);
+            i /= 26;
+        }
+        if i > 0 {
+            w.push((b'a' + (i % 26) as u8) as char);
+        }
+        w
+    };
+    let mut text = String::from("\\data\\\nngram 1=200003\nngram 2=20000\n\n\\1-grams:\n");
+    text.push_str("-1.5\t<s>\t-0.3\n-1.2\t</s>\n-5.0\t<unk>\n");
+    for i in 0..200_000u32 {
+        text.push_str(&format!(
+            "-{}.{:04}\t{}\t-0.{:03}\n",
+            3 + i % 4,
+            i % 9973,
+            word(i),
+            i % 997
+        ));
+    }
+    text.push_str("\n\\2-grams:\n");
+    for i in 0..20_000u32 {
+        text.push_str(&format!(
+            "-0.{:04}\t{} {}\n",
+            i % 9973,
+            word(i * 7 % 200_000),
+            word(i)
+        ));
+    }
+    text.push_str("\n\\end\\\n");
+    NgramLm::parse(&text, "big.arpa").expect("a valid ARPA")
+}
+
+fn bench_beam(c: &mut Criterion) {
+    let vocab = Vocabulary::new(
+        VOCAB.iter().map(|s| s.to_string()).collect(),
+        0,
+        Some("|".into()),
+    );
+    let logits = logits();
+    let setup = BeamSetup {
+        lm: Some(LanguageModel::new(big_lm(), Mode::Native)),
+        hotwords: None,
+        options: BeamOptions::default(),
+    };
+    c.bench_function("beam 100 + 200k-word LM, 30 s (1500x32)", |b| {
+        b.iter(|| setup.decode(&vocab, black_box(&logits), 0.02, 0.0))
+    });
+    let uncertain = logits_with_peak(3.0);
+    c.bench_function("beam 100 + 200k-word LM, 30 s uncertain (1500x32)", |b| {
+        b.iter(|| setup.decode(&vocab, black_box(&uncertain), 0.02, 0.0))
+    });
+    let no_lm = BeamSetup {
+        lm: None,
+        hotwords: None,
+        options: BeamOptions::default(),
+    };
+    c.bench_function("beam 100 without LM, 30 s (1500x32)", |b| {
+        b.iter(|| no_lm.decode(&vocab, black_box(&logits), 0.02, 0.0))
+    });
+}
+
+criterion_group!(benches, bench, bench_beam);
 criterion_main!(benches);
