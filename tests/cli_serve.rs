@@ -454,17 +454,22 @@ fn websocket_streams_commands_and_a_full_queue_answers_busy() {
     let addr = server.http();
     let (mut ws, _) =
         tungstenite::connect(format!("ws://{addr}/v1/listen?rate=16000")).expect("WebSocket");
-    // The stream holds the recognizer: an upload now is refused at once.
-    let mut busy = None;
-    for _ in 0..50 {
-        let a = transcribe(addr, &sample(), "nine.wav", None);
-        if a.status == 503 {
-            busy = Some(a);
+    // The stream holds the recognizer once its session starts (/health counts it in flight):
+    // an upload then is refused at once.
+    let mut in_flight = 0;
+    for _ in 0..300 {
+        in_flight = get(addr, "/health").json()["in_flight"].as_u64().unwrap();
+        if in_flight == 1 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let busy = busy.expect("503 while the stream holds the only recognizer");
+    assert_eq!(
+        in_flight, 1,
+        "the WebSocket stream never took the recognizer"
+    );
+    let busy = transcribe(addr, &sample(), "nine.wav", None);
+    assert_eq!(busy.status, 503, "{}", busy.text());
     assert!(busy.headers.to_ascii_lowercase().contains("retry-after: 1"));
     assert!(busy.json()["error"]["message"]
         .as_str()
