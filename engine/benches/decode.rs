@@ -61,41 +61,9 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-/// A 200 003-word bigram LM (4-5 letter words, 20 000 bigrams) in ARPA text, as the ARPA
-/// loading budget test builds it but spellable with the vocabulary's letters.
+/// A 200 003-word bigram LM (4-5 letter words, 20 000 bigrams).
 fn big_lm() -> NgramLm {
-    let word = |mut i: u32| {
-        let mut w = String::new();
-        for _ in 0..4 {
-            w.push((b'a' + (i % 26) as u8) as char);
-            i /= 26;
-        }
-        if i > 0 {
-            w.push((b'a' + (i % 26) as u8) as char);
-        }
-        w
-    };
-    let mut text = String::from("\\data\\\nngram 1=200003\nngram 2=20000\n\n\\1-grams:\n");
-    text.push_str("-1.5\t<s>\t-0.3\n-1.2\t</s>\n-5.0\t<unk>\n");
-    for i in 0..200_000u32 {
-        text.push_str(&format!(
-            "-{}.{:04}\t{}\t-0.{:03}\n",
-            3 + i % 4,
-            i % 9973,
-            word(i),
-            i % 997
-        ));
-    }
-    text.push_str("\n\\2-grams:\n");
-    for i in 0..20_000u32 {
-        text.push_str(&format!(
-            "-0.{:04}\t{} {}\n",
-            i % 9973,
-            word(i * 7 % 200_000),
-            word(i)
-        ));
-    }
-    text.push_str("\n\\end\\\n");
+    let text = w2v_test_support::lm::synthetic_bigram_arpa(200_000, 20_000);
     NgramLm::parse(&text, "big.arpa").expect("a valid ARPA")
 }
 

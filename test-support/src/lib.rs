@@ -9,6 +9,7 @@
 //! Used only as a dev-dependency; it depends on no w2v crate (and on nothing outside `std`), so
 //! every crate's tests can use it.
 
+pub mod lm;
 pub mod paths;
 pub mod tolerance;
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """w2v's beam search beside pyctcdecode's, on the same logits and the same LM, in one run.
 
-Writes a 200 003-word bigram ARPA (4-5 letter words, as engine/benches/decode.rs builds it) and
+Writes a 200 003-word bigram ARPA (4-5 letter words, as test-support/src/lm.rs writes it for engine/benches/decode.rs) and
 30 s of speech-like logits (1500 frames x the 32-token base-960h vocabulary, a peak of 8 for a
 confident model and of 3 for an uncertain one), then times `w2v decode` (beam 100, LM weight 0.5,
 word score 1.5, token pruning -5, beam pruning -10: pyctcdecode's defaults) and pyctcdecode's

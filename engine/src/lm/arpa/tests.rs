@@ -348,26 +348,7 @@ fn damaged_files_are_errors_not_panics() {
 #[test]
 #[ignore]
 fn load_budget() {
-    let mut text = String::from("\\data\\\nngram 1=200003\nngram 2=20000\n\n\\1-grams:\n");
-    text.push_str("-1.5\t<s>\t-0.3\n-1.2\t</s>\n-5.0\t<unk>\n");
-    for i in 0..200_000u32 {
-        text.push_str(&format!(
-            "-{}.{:04}\tw{i:x}\t-0.{:03}\n",
-            3 + i % 4,
-            i % 9973,
-            i % 997
-        ));
-    }
-    text.push_str("\n\\2-grams:\n");
-    for i in 0..20_000u32 {
-        text.push_str(&format!(
-            "-0.{:04}\tw{:x} w{:x}\n",
-            i % 9973,
-            i * 7 % 200_000,
-            i
-        ));
-    }
-    text.push_str("\n\\end\\\n");
+    let text = w2v_test_support::lm::synthetic_bigram_arpa(200_000, 20_000);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.arpa");
     std::fs::write(&path, &text).unwrap();
