@@ -140,7 +140,7 @@ impl DecoderOptions {
             Mode::Native
         };
         let lm = match &self.lm {
-            Some(path) => Some(LanguageModel::new(NgramLm::load(path)?, mode)),
+            Some(path) => Some(Arc::new(LanguageModel::new(NgramLm::load(path)?, mode))),
             None => None,
         };
         let hotwords = match &self.hotwords {

@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use w2v_board_support::Provider;
 use w2v_engine::audio::{self, Resampler};
+use w2v_engine::beam::{BeamSetup, Hotwords, Mode};
 use w2v_engine::ctc::Vocabulary;
 use w2v_engine::grammar::CommandSet;
+use w2v_engine::hotwords::{ContextGraph, Hotword, UnigramHotwords};
 use w2v_engine::listen::{EventKind, ListenConfig, ListenEvent, Listener};
 use w2v_engine::transcriber::Transcriber;
 use w2v_engine::vad::VadConfig;
@@ -169,6 +171,71 @@ impl Recognizer {
     pub fn transcribe(&mut self, samples: &[f32], rate: u32) -> Result<Transcript> {
         let samples = self.to_model_rate(samples, rate)?;
         Ok(self.transcriber.transcribe(&samples)?)
+    }
+
+    /// [`Recognizer::transcribe`] favouring `phrases` (hotwords, as `--hotwords` does, at the
+    /// default weight): beam search with the recognizer's LM, if it has one. Words the model's
+    /// vocabulary cannot spell are dropped; with no phrase left, or with a word list (which
+    /// decides alone), this is [`Recognizer::transcribe`]. The server's `prompt` field uses it.
+    ///
+    /// ```
+    /// use w2v::{Options, Recognizer};
+    ///
+    /// let mut recognizer = Recognizer::open_default(&Options::default())?;
+    /// let samples = w2v::load_audio("samples/go-up.wav", 16_000)?;
+    /// let t = recognizer.transcribe_with_hotwords(&samples, 16_000, &["go up", "stop!"])?;
+    /// assert_eq!(t.text, "GO UP");
+    /// # Ok::<(), w2v::Error>(())
+    /// ```
+    pub fn transcribe_with_hotwords(
+        &mut self,
+        samples: &[f32],
+        rate: u32,
+        phrases: &[&str],
+    ) -> Result<Transcript> {
+        let vocab = self.transcriber.vocab();
+        let list: Vec<Hotword> = phrases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Hotword {
+                words: p
+                    .split_whitespace()
+                    .map(|w| {
+                        w.chars()
+                            .filter(|c| vocab.spell(&c.to_string()).is_ok())
+                            .collect::<String>()
+                    })
+                    .filter(|w| !w.is_empty())
+                    .collect(),
+                weight: None,
+                line: i + 1,
+            })
+            .filter(|h| !h.words.is_empty())
+            .collect();
+        if list.is_empty() || self.transcriber.lexicon.is_some() {
+            return self.transcribe(samples, rate);
+        }
+        let base = self.transcriber.beam.clone();
+        let options = base.as_ref().map(|b| b.options.clone()).unwrap_or_default();
+        // As the recognizer's own hotwords would be: pyctcdecode's per-word ones in its mode.
+        let hotwords = match options.mode {
+            Mode::PyCtcDecode => {
+                Hotwords::Unigrams(UnigramHotwords::new(&list, options.hotword_weight))
+            }
+            Mode::Native => Hotwords::Graph(ContextGraph::new(
+                &list,
+                options.hotword_weight,
+                vocab,
+                "hotwords",
+            )?),
+        };
+        let setup = BeamSetup {
+            lm: base.and_then(|b| b.lm.clone()),
+            hotwords: Some(hotwords),
+            options,
+        };
+        let samples = self.to_model_rate(samples, rate)?;
+        Ok(self.transcriber.transcribe_with_beam(&samples, &setup)?)
     }
 
     /// Decode and transcribe an audio file (WAV, FLAC, MP3, OGG/Vorbis; any rate and channels).

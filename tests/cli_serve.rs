@@ -282,6 +282,22 @@ fn http_and_wyoming_transcribe_the_readme_sample() {
     assert!(words[0]["start"].as_f64().unwrap() < words[3]["start"].as_f64().unwrap());
     assert!(v["duration"].as_f64().unwrap() > 2.0);
 
+    // `prompt` is used as hotwords: a held-out "zero" the model spells "ERO" alone.
+    let zero = std::fs::read(common::speech("fsdd/0_george_0.wav")).unwrap();
+    assert_eq!(
+        transcribe(addr, &zero, "zero.wav", None).json()["text"],
+        "ERO"
+    );
+    let with_prompt = post(
+        addr,
+        &format!("multipart/form-data; boundary={BOUNDARY}"),
+        &multipart(&[
+            ("file", Some("zero.wav"), &zero),
+            ("prompt", None, b"Zero, one; two."),
+        ]),
+    );
+    assert_eq!(with_prompt.json()["text"], "ZERO", "{}", with_prompt.text());
+
     let health = get(addr, "/health").json();
     assert_eq!(health["status"], "ok");
     let models = get(addr, "/v1/models").json();
@@ -304,12 +320,12 @@ fn http_and_wyoming_transcribe_the_readme_sample() {
 
     let metrics = get(addr, "/metrics").text();
     assert!(
-        metrics.contains("w2v_requests_total{endpoint=\"transcriptions\",outcome=\"200\"} 5"),
+        metrics.contains("w2v_requests_total{endpoint=\"transcriptions\",outcome=\"200\"} 7"),
         "{metrics}"
     );
     assert!(metrics.contains("w2v_requests_total{endpoint=\"wyoming\",outcome=\"ok\"} 1"));
     assert!(
-        metrics.contains("w2v_real_time_factor_count 6"),
+        metrics.contains("w2v_real_time_factor_count 8"),
         "{metrics}"
     );
 }

@@ -75,7 +75,10 @@ fn bench_beam(c: &mut Criterion) {
     );
     let logits = logits();
     let setup = BeamSetup {
-        lm: Some(LanguageModel::new(big_lm(), Mode::Native)),
+        lm: Some(std::sync::Arc::new(LanguageModel::new(
+            big_lm(),
+            Mode::Native,
+        ))),
         hotwords: None,
         options: BeamOptions::default(),
     };

@@ -491,7 +491,8 @@ impl<'a> BeamDecoder<'a> {
 /// A beam-search configuration that owns its language model and hotwords (what `--decoder
 /// beam`, `--lm`, `--hotwords` set up once for many utterances).
 pub struct BeamSetup {
-    pub lm: Option<LanguageModel>,
+    /// Shared: a request's own hotwords decode with the same LM (`Arc`, not a copy).
+    pub lm: Option<std::sync::Arc<LanguageModel>>,
     pub hotwords: Option<Hotwords>,
     pub options: BeamOptions,
 }
@@ -507,7 +508,7 @@ impl BeamSetup {
     ) -> Vec<Hypothesis> {
         BeamDecoder::new(
             vocab,
-            self.lm.as_ref(),
+            self.lm.as_deref(),
             self.hotwords.as_ref(),
             self.options.clone(),
         )

@@ -237,6 +237,22 @@ impl<B: Backend> Transcriber<B> {
         ))
     }
 
+    /// [`Transcriber::transcribe`] decoded by `beam` instead of this transcriber's decoder (a
+    /// request's own hotwords over the same model).
+    pub fn transcribe_with_beam(
+        &mut self,
+        audio: &[f32],
+        beam: &BeamSetup,
+    ) -> Result<FileTranscript, BackendError> {
+        let start = Instant::now();
+        let logits = self.logits(audio)?;
+        let t = beam
+            .decode(&self.vocab, logits.row(0), self.seconds_per_frame(), 0.0)
+            .swap_remove(0)
+            .transcript;
+        Ok(self.finish(t, audio.len(), start.elapsed().as_secs_f64()))
+    }
+
     /// Transcribe several utterances in one batch (each shorter than a window). Models with an
     /// attention mask run padded rows with a mask; models without one only batch rows of equal
     /// length (padding would change their normalization), others run alone. The results equal

@@ -166,12 +166,16 @@ struct Upload {
     name: String,
     bytes: Bytes,
     format: ResponseFormat,
+    /// `prompt`: phrases to favour (hotwords), separated by commas, semicolons, periods or
+    /// newlines.
+    prompt: Vec<String>,
 }
 
 async fn read_upload(multipart: Multipart) -> std::result::Result<Upload, ApiError> {
     let mut multipart = multipart;
     let mut file = None;
     let mut format = ResponseFormat::Json;
+    let mut prompt = Vec::new();
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         match field.name().unwrap_or_default() {
             "file" => {
@@ -182,8 +186,17 @@ async fn read_upload(multipart: Multipart) -> std::result::Result<Upload, ApiErr
             "response_format" => {
                 format = ResponseFormat::parse(&field.text().await.map_err(multipart_error)?)?
             }
-            // model, language, prompt, temperature, timestamp_granularities[]: accepted; the
-            // server has one model and one language, and word times are always computed.
+            "prompt" => {
+                let text = field.text().await.map_err(multipart_error)?;
+                prompt = text
+                    .split([',', ';', '.', '\n'])
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string)
+                    .collect();
+            }
+            // model, language, temperature, timestamp_granularities[]: accepted; the server has
+            // one model and one language, and word times are always computed.
             _ => {
                 field.bytes().await.map_err(multipart_error)?;
             }
@@ -195,6 +208,7 @@ async fn read_upload(multipart: Multipart) -> std::result::Result<Upload, ApiErr
         name,
         bytes,
         format,
+        prompt,
     })
 }
 
@@ -254,6 +268,7 @@ async fn transcribe_upload(
         name,
         bytes,
         format,
+        prompt,
     } = upload;
     let result = s
         .pool
@@ -272,13 +287,15 @@ async fn transcribe_upload(
                     ),
                 ));
             }
-            r.transcribe(&samples, rate).map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
-                    e.to_string(),
-                )
-            })
+            let phrases: Vec<&str> = prompt.iter().map(String::as_str).collect();
+            r.transcribe_with_hotwords(&samples, rate, &phrases)
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "server_error",
+                        e.to_string(),
+                    )
+                })
         })
         .await??;
     s.metrics

@@ -44,6 +44,13 @@ def test_openai_client_transcribes_the_readme_sample():
         )
     assert [w.word for w in v.words] == ["NINE", "ZERO", "FIVE", "ONE"]
     assert v.words[0].start < v.words[-1].end <= v.duration
+    # `prompt` is used as hotwords: a held-out "zero" the model alone spells "ERO".
+    zero = REPO.parent / "shared" / "data" / "fsdd" / "0_george_0.wav"
+    with open(zero, "rb") as f:
+        assert client.audio.transcriptions.create(model="w2v", file=f).text == "ERO"
+    with open(zero, "rb") as f:
+        t = client.audio.transcriptions.create(model="w2v", file=f, prompt="zero, one")
+    assert t.text == "ZERO"
     models = client.models.list()
     assert [m.id for m in models.data] == ["w2v-default"]
 
