@@ -324,10 +324,7 @@ impl Recognizer {
         if rate == model_rate {
             return Ok(samples.into());
         }
-        let mut r = Resampler::new(rate, model_rate)?;
-        let mut out = r.process(samples);
-        out.extend(r.flush());
-        Ok(out.into())
+        Ok(audio::try_resample(samples, rate, model_rate)?.into())
     }
 }
 

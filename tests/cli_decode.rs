@@ -16,28 +16,15 @@ fn lm_data(name: &str) -> PathBuf {
     repo().join("engine/tests/data/lm").join(name)
 }
 
-/// pyctcdecode's TEST_LOGITS: "bugs" and "bunny" mixed 0.49 / 0.51, a space, a clear "bunny".
+/// pyctcdecode's TEST_LOGITS ([`w2v_test_support::lm::BUGS_BUNNY_FRAMES`]), its blank as
+/// `<pad>`.
 fn bugs_bunny_logits() -> Vec<f32> {
-    let rows: [&[(&str, f32)]; 13] = [
-        &[("b", 1.0)],
-        &[("u", 1.0)],
-        &[("g", 0.49), ("n", 0.51)],
-        &[("s", 0.49), ("<pad>", 0.51)],
-        &[("<pad>", 0.49), ("n", 0.51)],
-        &[("<pad>", 0.49), ("y", 0.51)],
-        &[(" ", 1.0)],
-        &[("b", 1.0)],
-        &[("u", 1.0)],
-        &[("n", 1.0)],
-        &[("<pad>", 1.0)],
-        &[("n", 1.0)],
-        &[("y", 1.0)],
-    ];
     let mut out = Vec::new();
-    for row in rows {
+    for row in w2v_test_support::lm::BUGS_BUNNY_FRAMES {
         let mut p = [1e-15f32; 8];
-        for (label, x) in row {
-            p[LABELS.iter().position(|l| l == label).unwrap()] = *x;
+        for &(label, x) in row {
+            let label = if label.is_empty() { "<pad>" } else { label };
+            p[LABELS.iter().position(|l| *l == label).unwrap()] = x as f32;
         }
         out.extend(p.iter().map(|x| x.ln()));
     }

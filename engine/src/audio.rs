@@ -18,8 +18,8 @@ mod resample;
 mod stream;
 
 pub use decode::{decode_bytes, decode_file};
-pub use resample::{resample, ResampleError, Resampler};
-pub use stream::{PcmStream, StreamHint};
+pub use resample::{resample, try_resample, ResampleError, Resampler};
+pub use stream::{integer_pcm_to_mono, PcmStream, StreamHint};
 
 use std::path::Path;
 
@@ -139,16 +139,14 @@ fn to_rate(decoded: DecodedAudio, shown: &str, target_rate: u32) -> Result<Vec<f
     if decoded.sample_rate == target_rate {
         return Ok(decoded.samples);
     }
-    let mut resampler =
-        Resampler::new(decoded.sample_rate, target_rate).map_err(|e| AudioError::Resample {
+    try_resample(&decoded.samples, decoded.sample_rate, target_rate).map_err(|e| {
+        AudioError::Resample {
             path: shown.to_string(),
             from: decoded.sample_rate,
             to: target_rate,
             reason: e.to_string(),
-        })?;
-    let mut out = resampler.process(&decoded.samples);
-    out.extend(resampler.flush());
-    Ok(out)
+        }
+    })
 }
 
 /// Zero-mean, unit-variance normalization in place, exactly as Hugging Face's

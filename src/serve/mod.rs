@@ -243,27 +243,14 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// 16-bit little-endian PCM (Wyoming's and the WebSocket's format; `width` bytes per sample,
-/// `channels` interleaved) to mono floats. `None` for a width other than 1, 2 or 4, or a payload
-/// that is not whole frames.
+/// Wyoming's and the WebSocket's PCM (`width` 1, 2 or 4 bytes per little-endian integer sample,
+/// `channels` interleaved) to mono floats. `None` for another width, or a payload that is not
+/// whole frames.
 pub(crate) fn pcm_to_mono(bytes: &[u8], width: usize, channels: usize) -> Option<Vec<f32>> {
-    if channels == 0 || !matches!(width, 1 | 2 | 4) || !bytes.len().is_multiple_of(width * channels)
-    {
+    if !matches!(width, 1 | 2 | 4) {
         return None;
     }
-    let sample = |b: &[u8]| -> f32 {
-        match width {
-            1 => (f32::from(b[0]) - 128.0) / 128.0,
-            2 => f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0,
-            _ => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32 / 2_147_483_648.0,
-        }
-    };
-    Some(
-        bytes
-            .chunks_exact(width * channels)
-            .map(|frame| frame.chunks_exact(width).map(sample).sum::<f32>() / channels as f32)
-            .collect(),
-    )
+    crate::engine::audio::integer_pcm_to_mono(bytes, width, channels)
 }
 
 #[cfg(test)]

@@ -43,3 +43,21 @@ pub fn synthetic_bigram_arpa(unigrams: u32, bigrams: u32) -> String {
     text.push_str("\n\\end\\\n");
     text
 }
+
+/// pyctcdecode's `TEST_LOGITS` (its own test suite): "bugs" and "bunny" mixed 0.49 / 0.51, a
+/// space, then a clear "bunny". Per frame, `(label, probability)`; `""` is the CTC blank.
+pub const BUGS_BUNNY_FRAMES: [&[(&str, f64)]; 13] = [
+    &[("b", 1.0)],
+    &[("u", 1.0)],
+    &[("g", 0.49), ("n", 0.51)],
+    &[("s", 0.49), ("", 0.51)],
+    &[("", 0.49), ("n", 0.51)],
+    &[("", 0.49), ("y", 0.51)],
+    &[(" ", 1.0)],
+    &[("b", 1.0)],
+    &[("u", 1.0)],
+    &[("n", 1.0)],
+    &[("", 1.0)],
+    &[("n", 1.0)],
+    &[("y", 1.0)],
+];

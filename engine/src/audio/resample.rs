@@ -296,22 +296,27 @@ impl Inner {
 /// input. Same as one [`Resampler::process`] + [`Resampler::flush`].
 ///
 /// Returns an empty vector (and logs a warning) if no [`Resampler`] can be built for the rates
-/// (a rate of 0 Hz, or an absurd ratio); use [`Resampler::new`] to get the reason as an error.
+/// (a rate of 0 Hz, or an absurd ratio); [`try_resample`] returns the reason as an error.
 pub fn resample(samples: &[f32], from_rate: u32, to_rate: u32) -> Vec<f32> {
+    try_resample(samples, from_rate, to_rate).unwrap_or_else(|e| {
+        tracing::warn!("resample: {e}");
+        Vec::new()
+    })
+}
+
+/// [`resample`], with the reason as an error when no [`Resampler`] can be built for the rates.
+pub fn try_resample(
+    samples: &[f32],
+    from_rate: u32,
+    to_rate: u32,
+) -> Result<Vec<f32>, ResampleError> {
     if from_rate == to_rate {
-        return samples.to_vec();
+        return Ok(samples.to_vec());
     }
-    match Resampler::new(from_rate, to_rate) {
-        Ok(mut r) => {
-            let mut out = r.process(samples);
-            out.extend(r.flush());
-            out
-        }
-        Err(e) => {
-            tracing::warn!("resample: {e}");
-            Vec::new()
-        }
-    }
+    let mut r = Resampler::new(from_rate, to_rate)?;
+    let mut out = r.process(samples);
+    out.extend(r.flush());
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -34,6 +34,17 @@ enum SampleFormat {
 }
 
 impl SampleFormat {
+    /// Little-endian integer PCM of `width` bytes per sample (8-bit unsigned, as WAV stores it).
+    fn integer(width: usize) -> Option<Self> {
+        Some(match width {
+            1 => SampleFormat::U8,
+            2 => SampleFormat::I16,
+            3 => SampleFormat::I24,
+            4 => SampleFormat::I32,
+            _ => return None,
+        })
+    }
+
     fn bytes(self) -> usize {
         match self {
             SampleFormat::U8 => 1,
@@ -310,16 +321,7 @@ impl<R: Read> PcmStream<R> {
 
     /// Decode every whole frame in `pending`, keeping the remainder.
     fn decode_pending(&mut self, out: &mut Vec<f32>) {
-        let bytes = self.format.bytes();
-        let frame = self.channels * bytes;
-        let whole = self.pending.len() / frame * frame;
-        let scale = 1.0 / self.channels as f32;
-        out.extend(self.pending[..whole].chunks_exact(frame).map(|f| {
-            f.chunks_exact(bytes)
-                .map(|s| self.format.decode(s))
-                .sum::<f32>()
-                * scale
-        }));
+        let whole = mix_frames(self.format, self.channels, &self.pending, out);
         self.pending.drain(..whole);
     }
 
@@ -357,6 +359,34 @@ impl<R: Read> PcmStream<R> {
         let frame = (self.channels * self.format.bytes()) as f64;
         bytes as f64 / frame / f64::from(self.rate)
     }
+}
+
+/// Append the whole frames of `bytes` (`channels` interleaved samples of `format`), mixed to
+/// mono (their mean), to `out`; returns the bytes used.
+fn mix_frames(format: SampleFormat, channels: usize, bytes: &[u8], out: &mut Vec<f32>) -> usize {
+    let width = format.bytes();
+    let frame = channels * width;
+    let whole = bytes.len() / frame * frame;
+    let scale = 1.0 / channels as f32;
+    out.extend(
+        bytes[..whole]
+            .chunks_exact(frame)
+            .map(|f| f.chunks_exact(width).map(|s| format.decode(s)).sum::<f32>() * scale),
+    );
+    whole
+}
+
+/// Little-endian integer PCM (`width` 1 to 4 bytes per sample, `channels` interleaved) mixed
+/// to mono, as a stream decodes it. `None` for another width, no channels, or bytes that are
+/// not whole frames.
+pub fn integer_pcm_to_mono(bytes: &[u8], width: usize, channels: usize) -> Option<Vec<f32>> {
+    let format = SampleFormat::integer(width)?;
+    if channels == 0 || !bytes.len().is_multiple_of(width * channels) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / (width * channels));
+    mix_frames(format, channels, bytes, &mut out);
+    Some(out)
 }
 
 fn parse_fmt(name: &str, b: &[u8]) -> Result<(SampleFormat, u16, u32), AudioError> {

@@ -29,26 +29,9 @@ fn log_rows(vocab: &Vocabulary, rows: &[&[(&str, f64)]]) -> Vec<f32> {
     out
 }
 
-/// TEST_LOGITS: "bugs" and "bunny" mixed 0.49 / 0.51, a space, then a clear "bunny".
+/// pyctcdecode's TEST_LOGITS ([`w2v_test_support::lm::BUGS_BUNNY_FRAMES`]).
 fn test_logits(vocab: &Vocabulary) -> Vec<f32> {
-    log_rows(
-        vocab,
-        &[
-            &[("b", 1.0)],
-            &[("u", 1.0)],
-            &[("g", 0.49), ("n", 0.51)],
-            &[("s", 0.49), ("", 0.51)],
-            &[("", 0.49), ("n", 0.51)],
-            &[("", 0.49), ("y", 0.51)],
-            &[(" ", 1.0)],
-            &[("b", 1.0)],
-            &[("u", 1.0)],
-            &[("n", 1.0)],
-            &[("", 1.0)],
-            &[("n", 1.0)],
-            &[("y", 1.0)],
-        ],
-    )
+    log_rows(vocab, &w2v_test_support::lm::BUGS_BUNNY_FRAMES)
 }
 
 fn bugs_bunny_lm() -> NgramLm {
