@@ -5,6 +5,10 @@
                    feature encoder stays frozen, a randomly initialised linear CTC head over
                    base-960h's 32 characters is added, and for the first --freeze-fraction of the
                    stage only that head is trained, then head + Transformer.
+--init warm        (stage "warm") continues training a model that was already trained, read from
+                   --init-from (a Hugging Face folder; `onnx_to_hf.py models/default.onnx` makes
+                   one from the shipped model), feature encoder included, so that each recipe
+                   run adds updates to the shipped weights instead of starting over.
 --init scratch     (stage "scratch") the paper's baseline: the same architecture (read from the
                    pre-training config) trained from random weights on the labels alone, feature
                    encoder included (a random CNN cannot stay frozen).
@@ -22,6 +26,12 @@ espeak-ng utterances and the concatenated train phrases (WORK/synth/). Length-bu
 about --batch-seconds of audio, padded with zeros after per-clip normalization, no attention mask
 (group-norm feature encoder: the exported model takes none either).
 
+--negatives adds training material for rejection (manifest/negatives-train.tsv, train speakers and
+noise clips only): other words with their spelling, background-noise clips with an empty
+transcript (each also band-limited), and --mixes training clips mixed with those real noise clips
+at 0, 5, 10 and 20 dB SNR, half of them band-limited. The mixes are computed once, before the
+first update.
+
 At the end: greedy-decoding WER/CER on dev, dev phrases, test and test phrases (dev only is used
 for any choice), a Hugging Face checkpoint in WORK/<stage>/hf/ and WORK/<stage>/done.json.
 """
@@ -29,6 +39,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning on a busy machine
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -38,7 +49,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (DEFAULT_WORK, SR, Augmenter, Budget, atomic_torch_save, count_params,  # noqa: E402
+from common import (DEFAULT_WORK, MANIFEST, SR, Augmenter, Budget, atomic_torch_save, count_params,  # noqa: E402
                     data_rows, evaluate_ctc, load_audio_cache, log, model_config, pad_min, read_tsv,
                     rng_state, save_hf_ctc, seed_everything, set_rng_state, set_threads, text_to_ids,
                     tri_stage_lr, write_json, zero_mean_unit_var)
@@ -65,8 +76,48 @@ def batches(lengths, max_samples, rng):
     return [out[i] for i in rng.permutation(len(out))]
 
 
+def make_negatives(work, cache, rows, audio, n_mixes, seed):
+    """Rejection material (see the module doc): (rows, audio) to append to the training set."""
+    from common import Augmenter, Utt
+    neg = read_tsv(MANIFEST / "negatives-train.tsv")
+    neg_audio = load_audio_cache(neg, cache / "negatives-train")
+    words = [(u, a) for u, a in zip(neg, neg_audio) if u.text]
+    noise = [a for u, a in zip(neg, neg_audio) if not u.text]
+    rng = np.random.default_rng([seed, 40])
+    out_rows, out_audio = [], []
+    for u, a in words:
+        out_rows.append(u)
+        out_audio.append(a)
+    for k, a in enumerate(noise):  # the clip, band-limited, and joined with another clip
+        b = noise[int(rng.integers(len(noise)))]
+        for v in (a, Augmenter.band_limit(a), np.concatenate([a, b])):
+            out_rows.append(Utt(Path(f"noise-{k}"), "", "noise", "negatives"))
+            out_audio.append(v.astype(np.float32))
+    for i in rng.choice(len(rows), size=min(n_mixes, len(rows)), replace=False):
+        x = audio[i]
+        nz = noise[int(rng.integers(len(noise)))]
+        nz = np.tile(nz, len(x) // len(nz) + 1)[:len(x)]
+        snr = float(rng.choice([0.0, 5.0, 10.0, 20.0]))
+        sig = np.sqrt(np.mean(x ** 2) + 1e-12)
+        y = x + nz / (np.sqrt(np.mean(nz ** 2)) + 1e-12) * sig / 10 ** (snr / 20)
+        if rng.random() < 0.5:
+            y = Augmenter.band_limit(y)
+        out_rows.append(rows[i])
+        out_audio.append(y.astype(np.float32))
+    log(f"negatives: {len(words)} word clips, {3 * len(noise)} noise clips (from {len(noise)}), "
+        f"{len(out_rows) - len(words) - 3 * len(noise)} noisy mixes")
+    return out_rows, out_audio
+
+
 def evaluate_all(model, work, smoke, cache, out_dir):
     res = {}
+    if not smoke:  # background noise of held-back clips: how often the transcript stays empty
+        for name in ("dev", "test"):
+            rows = [u for u in read_tsv(MANIFEST / f"negatives-{name}.tsv") if not u.text]
+            r, pairs = evaluate_ctc(model, rows, load_audio_cache(rows, cache / f"negatives-{name}-noise"))
+            empty = sum(1 for _, h in pairs if not h.strip())
+            res[f"{name}_noise"] = dict(utterances=len(rows), empty=empty, empty_rate=empty / max(len(rows), 1))
+            log(f"  {name + '_noise':12s} empty transcript {empty}/{len(rows)}")
     sets = {"dev": data_rows(work, "dev", smoke), "test": data_rows(work, "test", smoke),
             "dev_phrases": read_tsv(work / "synth" / "phrases" / "dev.tsv"),
             "test_phrases": read_tsv(work / "synth" / "phrases" / "test.tsv")}
@@ -89,7 +140,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
     ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--init", choices=["pretrained", "scratch"], required=True)
+    ap.add_argument("--init", choices=["pretrained", "scratch", "warm"], required=True)
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="--init warm: the Hugging Face folder to continue from")
+    ap.add_argument("--negatives", action="store_true",
+                    help="add rejection material (other words, noise clips, noisy mixes)")
+    ap.add_argument("--mixes", type=int, default=1500, help="--negatives: training clips mixed with real noise")
     ap.add_argument("--minutes", type=float, default=25.0, help="wall-clock budget of this stage")
     ap.add_argument("--steps", type=int, default=None, help="fixed number of updates (overrides --minutes)")
     ap.add_argument("--threads", type=int, default=2)
@@ -126,14 +182,14 @@ def main():
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
-    stage = "finetune" if args.init == "pretrained" else "scratch"
+    stage = {"pretrained": "finetune", "scratch": "scratch", "warm": "warm"}[args.init]
     out_dir = args.out or args.work / stage
     if (out_dir / "done.json").exists():
         log(f"{stage}: done already,", out_dir / "done.json")
         return
     out_dir.mkdir(parents=True, exist_ok=True)
     set_threads(args.threads)
-    seed_everything(args.seed + (0 if stage == "finetune" else 1))
+    seed_everything(args.seed + {"finetune": 0, "scratch": 1, "warm": 2}[stage])
 
     # ---- data
     train = data_rows(args.work, "train", args.smoke)
@@ -155,7 +211,10 @@ def main():
         pick.sort()
         rows, audio = [rows[i] for i in pick], [audio[i] for i in pick]
         log(f"label budget {args.label_minutes:g} min: {len(rows)} clips, {total / 60:.1f} min")
-    labels = [text_to_ids(u.text) for u in rows]
+    if args.negatives:
+        more_rows, more_audio = make_negatives(args.work, cache, rows, audio, args.mixes, args.seed)
+        rows, audio = rows + more_rows, audio + [pad_min(a, int(0.3 * SR)) for a in more_audio]
+    labels = [text_to_ids(u.text) if u.text else [] for u in rows]
     lengths = [len(a) for a in audio]
     log(f"{stage} data: {len(train)} real + {len(synth)} espeak-ng + {len(phrases)} phrases "
         f"-> {len(rows)} clips <= {args.max_seconds:.0f} s, {sum(lengths) / SR / 60:.1f} min")
@@ -169,7 +228,11 @@ def main():
                      layerdrop=0.05, final_dropout=0.0, hidden_dropout=0.1, feat_proj_dropout=0.0,
                      architectures=["Wav2Vec2ForCTC"], vocab_size=32, pad_token_id=0,
                      ctc_loss_reduction="mean", ctc_zero_infinity=True)
-    if args.init == "pretrained":
+    if args.init == "warm":
+        if args.init_from is None or not (args.init_from / "config.json").exists():
+            sys.exit(f"error: --init warm needs --init-from HF_FOLDER (got {args.init_from})")
+        model = Wav2Vec2ForCTC.from_pretrained(str(args.init_from), **overrides)
+    elif args.init == "pretrained":
         if not (pre / "config.json").exists():
             sys.exit(f"error: {pre} is missing; run pretrain.py first")
         model = Wav2Vec2ForCTC.from_pretrained(str(pre), **overrides)
@@ -185,12 +248,14 @@ def main():
     model.train()
     log(f"model: {count_params(model) / 1e6:.2f} M parameters ({args.init} init, feature encoder "
         f"{'frozen' if args.init == 'pretrained' else 'trained'})")
+    prior = json.loads((args.init_from / "w2v-updates.json").read_text()) if args.init == "warm" and (
+        args.init_from / "w2v-updates.json").exists() else None
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.0)
     body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("lm_head")]
     freeze = args.freeze_fraction if args.init == "pretrained" else 0.0
 
-    rng = np.random.default_rng([args.seed, 20 if stage == "finetune" else 21])
+    rng = np.random.default_rng([args.seed, {"finetune": 20, "scratch": 21, "warm": 22}[stage]])
     augment = Augmenter(rng, p_noise=args.p_noise, p_reverb=args.p_reverb, p_speed=args.p_speed,
                         p_band=args.p_band)
     ckpt = out_dir / "ckpt.pt"
@@ -228,7 +293,7 @@ def main():
             x = np.zeros((len(b), max(len(a) for a in wav)), np.float32)
             for j, a in enumerate(wav):
                 x[j, :len(a)] = a
-            L = max(len(labels[i]) for i in b)
+            L = max(1, max(len(labels[i]) for i in b))  # a batch of noise clips has no labels
             y = torch.full((len(b), L), -100, dtype=torch.long)
             for j, i in enumerate(b):
                 y[j, :len(labels[i])] = torch.tensor(labels[i])
@@ -269,6 +334,10 @@ def main():
     shutil.rmtree(hf, ignore_errors=True)
     model.eval()
     save_hf_ctc(model, hf)
+    # Updates the weights have seen over all runs, for the model card.
+    total = (prior["total_updates"] if prior else 0) + budget.step if args.init == "warm" else budget.step
+    history = (prior["history"] if prior else []) + [dict(stage=stage, updates=budget.step, minutes=round(train_minutes, 1))]
+    write_json(hf / "w2v-updates.json", dict(total_updates=total, history=history))
     with open(out_dir / "curve.tsv", "w") as f:
         f.write("update\tseconds\tlr\tctc\n")
         f.writelines(f"{u}\t{t}\t{lr:.3e}\t{c}\n" for u, t, lr, c in curve)

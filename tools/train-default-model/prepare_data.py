@@ -14,6 +14,11 @@ Splitting rule (by whole speaker, never by utterance):
                    [0, 1): u < 0.15 -> test, u < 0.30 -> dev, else train. (The words' digit and
                    command clips share speakers, so one speaker never straddles splits.)
   sentences        9 clips of other corpora and speakers -> train only (too few to evaluate).
+  negatives.tsv    (other words and background noise, for rejection) -> manifest/negatives-*.tsv:
+                   a word clip goes where its speaker goes (the rule above; all its speakers also
+                   speak in transcripts.tsv); a noise clip has no speaker: the noise clips ranked by
+                   sha256(SALT + "noise:" + file name) go a third each to test, dev and train, so
+                   that dev and test each hold about 100.
 With --smoke, also writes a small speaker-disjoint subset to WORK/manifest/.
 """
 import argparse
@@ -64,6 +69,24 @@ def assign_splits(rows):
             r["split"] = "train"
 
 
+def read_negatives(data: Path) -> list[dict]:
+    """negatives.tsv: word clips (transcript = the word) and noise clips (empty transcript)."""
+    tsv = data / "negatives.tsv"
+    if not tsv.exists():
+        sys.exit(f"error: {tsv} not found")
+    out = []
+    for line in tsv.read_text().splitlines()[1:]:
+        if not line.strip():
+            continue
+        rel, text, sr, source = line.split("\t")[:4]
+        text = normalize_text(text)
+        text_to_ids(text)
+        # `_unknown_/<word>_<speaker>_nohash_<n>.wav`: the word goes before the speaker hash
+        speaker = "sc:" + Path(rel).name.split("_nohash_")[0].split("_")[-1] if text else "noise"
+        out.append(dict(path=data / rel, rel=rel, text=text, sr=int(sr), source=source, speaker=speaker))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder (transcripts.tsv)")
@@ -95,6 +118,16 @@ def main():
         rows.append(dict(path=p, rel=rel, text=text, sr=int(sr), source=source,
                          speaker=speaker_of(rel, source), seconds=seconds))
     assign_splits(rows)
+    negatives = read_negatives(data)
+    split_of_speaker = {r["speaker"]: r["split"] for r in rows}
+    for r in negatives:
+        if r["text"]:
+            if r["speaker"] not in split_of_speaker:
+                sys.exit(f"error: {r['rel']}: speaker {r['speaker']} is not in transcripts.tsv")
+            r["split"] = split_of_speaker[r["speaker"]]
+    noise = sorted((r for r in negatives if not r["text"]), key=lambda r: frac("noise:" + Path(r["rel"]).name))
+    for i, r in enumerate(noise):
+        r["split"] = "test" if 3 * i < len(noise) else "dev" if 3 * i < 2 * len(noise) else "train"
 
     # Speaker-disjointness check across splits.
     spk_splits = defaultdict(set)
@@ -107,6 +140,11 @@ def main():
     for split in ("train", "dev", "test"):
         sel = [Utt(r["path"], r["text"], r["speaker"], r["source"]) for r in rows if r["split"] == split]
         write_tsv(args.out / f"{split}.tsv", sel)
+    for split in ("train", "dev", "test"):
+        sel = [Utt(r["path"], r["text"], r["speaker"], r["source"]) for r in negatives if r["split"] == split]
+        write_tsv(args.out / f"negatives-{split}.tsv", sel)
+        log(f"negatives {split:5s}: {sum(1 for u in sel if u.text)} word clips, "
+            f"{sum(1 for u in sel if not u.text)} noise clips")
     with open(args.out / "files.tsv", "w") as f:
         f.write("path\ttranscript\tsplit\tspeaker\tsource\tsample_rate\tseconds\tsha256\n")
         for r in rows:
