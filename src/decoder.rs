@@ -173,6 +173,9 @@ impl DecoderOptions {
                 unk_score: self.unk_score,
                 hotword_weight: self.hotword_weight,
                 nbest: nbest.max(1),
+                // As pyctcdecode: `decode` (one transcript) prunes the history, `decode_beams`
+                // (n-best lists) does not.
+                prune_history: mode == Mode::PyCtcDecode && nbest <= 1,
                 mode,
             },
         }))

@@ -75,6 +75,12 @@ pub struct BeamOptions {
     /// How many hypotheses to return.
     pub nbest: usize,
     pub mode: Mode,
+    /// After each frame, keep only the best of the beams that share their last `order - 1`
+    /// words (at least one; all words without an LM), partial word and last token: they can no
+    /// longer be told apart by the LM, so only the best can win. pyctcdecode's `decode` does
+    /// this (`prune_history=True`), its `decode_beams` does not; it costs beam diversity, so
+    /// only the top hypothesis is reliable with it.
+    pub prune_history: bool,
 }
 
 impl Default for BeamOptions {
@@ -89,6 +95,7 @@ impl Default for BeamOptions {
             hotword_weight: 10.0,
             nbest: 1,
             mode: Mode::Native,
+            prune_history: false,
         }
     }
 }
@@ -201,6 +208,9 @@ struct TextNode {
     lm_state: Option<LmState>,
     /// Number of hotword words (pyctcdecode mode).
     hot: u32,
+    /// The text node this one extends by `word` (the root points to itself).
+    parent: u32,
+    word: u32,
 }
 
 /// A partial word: node of a token trie.
@@ -294,6 +304,8 @@ impl<'a> BeamDecoder<'a> {
                 lm: 0.0,
                 lm_state: self.lm.map(|l| l.lm.begin_sentence()),
                 hot: 0,
+                parent: 0,
+                word: 0,
             }],
             text_children: HashMap::new(),
             partials: vec![PartialNode {
@@ -352,7 +364,14 @@ impl<'a> BeamDecoder<'a> {
                 }
             }
             tokens.clear();
-            tokens.extend((0..v).filter(|&i| is_candidate[i]));
+            if self.opts.mode == Mode::PyCtcDecode {
+                // pyctcdecode iterates a Python set of the indices: its slot order, which
+                // decides the order in which merged paths are summed and equal scores rank.
+                tokens.extend((0..v).filter(|&i| lp64[i] >= self.opts.token_min_logp));
+                python_set_order(&mut tokens, best);
+            } else {
+                tokens.extend((0..v).filter(|&i| is_candidate[i]));
+            }
 
             next.clear();
             index.clear();
@@ -422,6 +441,9 @@ impl<'a> BeamDecoder<'a> {
             }
             std::mem::swap(&mut beams, &mut next);
             prune(&mut beams, self.opts.beam_prune_logp, self.opts.beam_width);
+            if self.opts.prune_history {
+                s.prune_history(&mut beams);
+            }
         }
 
         // Finalize: the partial word becomes a word, the sentence ends.
@@ -527,12 +549,14 @@ fn log_softmax_f64(row: &[f32], raw: &mut [f64], clipped: &mut [f64]) {
         .fold(f32::NEG_INFINITY, f32::max);
     if max.is_finite() {
         let max = f64::from(max);
-        let sum: f64 = row
-            .iter()
-            .filter(|x| !x.is_nan())
-            .map(|&x| (f64::from(x) - max).exp())
-            .sum();
-        let log_sum = sum.ln();
+        for (r, &x) in raw.iter_mut().zip(row) {
+            *r = if x.is_nan() {
+                0.0
+            } else {
+                (f64::from(x) - max).exp()
+            };
+        }
+        let log_sum = numpy_sum(raw).ln();
         for (r, &x) in raw.iter_mut().zip(row) {
             *r = if x.is_nan() {
                 f64::NEG_INFINITY
@@ -552,6 +576,35 @@ fn log_softmax_f64(row: &[f32], raw: &mut [f64], clipped: &mut [f64]) {
     }
 }
 
+/// `np.sum` of a contiguous float64 row: numpy's pairwise summation (eight running sums in
+/// blocks of up to 128 values, halves above that), whose rounding pyctcdecode's log-softmax
+/// inherits.
+fn numpy_sum(a: &[f64]) -> f64 {
+    let n = a.len();
+    if n < 8 {
+        a.iter().fold(0.0, |s, &x| s + x)
+    } else if n <= 128 {
+        let mut r = [0f64; 8];
+        r.copy_from_slice(&a[..8]);
+        let mut i = 8;
+        while i < n - n % 8 {
+            for (j, rj) in r.iter_mut().enumerate() {
+                *rj += a[i + j];
+            }
+            i += 8;
+        }
+        let mut s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for &x in &a[i..] {
+            s += x;
+        }
+        s
+    } else {
+        let mut half = n / 2;
+        half -= half % 8;
+        numpy_sum(&a[..half]) + numpy_sum(&a[half..])
+    }
+}
+
 /// Drop beams more than `-prune_logp` below the best, then keep the best `width` (stable: ties
 /// keep their order, as Python's `heapq.nlargest`).
 fn prune(beams: &mut Vec<Beam>, prune_logp: f64, width: usize) {
@@ -563,16 +616,148 @@ fn prune(beams: &mut Vec<Beam>, prune_logp: f64, width: usize) {
     beams.truncate(width.max(1));
 }
 
+/// Reorders `tokens` (ascending token ids) as CPython 3 iterates
+/// `set(np.where(logp >= token_min_logp)[0]) | {best}`, pyctcdecode's candidate set: the ids are
+/// added one by one to a new set, the set is copied, then `best` is added (CPython's
+/// `setobject.c`: open addressing over 2^k slots, hash(i) = i for small ints, 10 linear probes,
+/// then perturbed jumps; a table 3/5 full grows). Iteration is in slot order.
+fn python_set_order(tokens: &mut Vec<usize>, best: usize) {
+    const LINEAR_PROBES: usize = 9;
+    const MIN_SIZE: usize = 8;
+    struct PySet {
+        table: Vec<Option<usize>>,
+        used: usize,
+    }
+    impl PySet {
+        fn with_size(size: usize) -> Self {
+            PySet {
+                table: vec![None; size],
+                used: 0,
+            }
+        }
+        fn mask(&self) -> usize {
+            self.table.len() - 1
+        }
+        /// Slot for `key`, which must not be present (`set_insert_clean`), or its own slot.
+        fn slot(&self, key: usize) -> usize {
+            let mask = self.mask();
+            let (mut i, mut perturb) = (key & mask, key);
+            loop {
+                let probes = if i + LINEAR_PROBES <= mask {
+                    LINEAR_PROBES
+                } else {
+                    0
+                };
+                for j in i..=i + probes {
+                    match self.table[j] {
+                        None => return j,
+                        Some(k) if k == key => return j,
+                        Some(_) => {}
+                    }
+                }
+                perturb >>= 5;
+                i = (i * 5 + 1 + perturb) & mask;
+            }
+        }
+        fn resize(&mut self, min_used: usize) {
+            let mut size = MIN_SIZE;
+            while size <= min_used {
+                size <<= 1;
+            }
+            let old = std::mem::replace(&mut self.table, vec![None; size]);
+            for k in old.into_iter().flatten() {
+                let j = self.slot(k);
+                self.table[j] = Some(k);
+            }
+        }
+        /// `set_add_entry`.
+        fn add(&mut self, key: usize) {
+            let j = self.slot(key);
+            if self.table[j].is_some() {
+                return;
+            }
+            self.table[j] = Some(key);
+            self.used += 1;
+            if self.used * 5 >= self.mask() * 3 {
+                let used = self.used;
+                self.resize(if used > 50_000 { used * 2 } else { used * 4 });
+            }
+        }
+        /// `set_copy` (via `set_merge` into an empty set).
+        fn copy(&self) -> PySet {
+            let mut new = PySet::with_size(MIN_SIZE);
+            if self.used * 5 >= new.mask() * 3 {
+                new.resize(self.used * 2);
+            }
+            if new.table.len() == self.table.len() {
+                new.table.clone_from(&self.table);
+            } else {
+                for k in self.table.iter().flatten() {
+                    let j = new.slot(*k);
+                    new.table[j] = Some(*k);
+                }
+            }
+            new.used = self.used;
+            new
+        }
+        /// `set_merge` of a one-element set into a non-empty one.
+        fn merge_one(&mut self, key: usize) {
+            if (self.used + 1) * 5 >= self.mask() * 3 {
+                self.resize((self.used + 1) * 2);
+            }
+            self.add(key);
+        }
+    }
+    let mut set = PySet::with_size(MIN_SIZE);
+    for &t in tokens.iter() {
+        set.add(t);
+    }
+    let mut set = if set.used == 0 {
+        PySet::with_size(MIN_SIZE)
+    } else {
+        set.copy()
+    };
+    if set.used == 0 {
+        set.add(best);
+    } else {
+        set.merge_one(best);
+    }
+    tokens.clear();
+    tokens.extend(set.table.iter().flatten());
+}
+
 /// log(exp(a) + exp(b)), pyctcdecode's `_sum_log_scores`.
 fn log_add(a: f64, b: f64) -> f64 {
+    // `log(1 + x)`, not `ln_1p`: the same rounding as pyctcdecode, so that paths merged in the
+    // same order give bit-identical scores (ties between beams are common on flat logits).
     if a >= b {
-        a + (b - a).exp().ln_1p()
+        a + (1.0 + (b - a).exp()).ln()
     } else {
-        b + (a - b).exp().ln_1p()
+        b + (1.0 + (a - b).exp()).ln()
     }
 }
 
 impl Search<'_, '_> {
+    /// pyctcdecode's `_prune_history` over beams sorted best first (see
+    /// [`BeamOptions::prune_history`]).
+    fn prune_history(&self, beams: &mut Vec<Beam>) {
+        let history = self
+            .d
+            .lm
+            .map_or(1, |l| l.lm.order().saturating_sub(1).max(1));
+        let mut seen = std::collections::HashSet::new();
+        beams.retain(|b| {
+            let mut words = Vec::with_capacity(history);
+            let mut n = b.text;
+            while n != 0 && words.len() < history {
+                let node = &self.texts[n as usize];
+                words.push(node.word);
+                n = node.parent;
+            }
+            seen.insert((words, b.partial, b.last))
+        });
+    }
+
     fn extend_partial(&mut self, partial: u32, tok: usize) -> u32 {
         if let Some(&c) = self.partial_children.get(&(partial, tok as u32)) {
             return c;
@@ -624,7 +809,7 @@ impl Search<'_, '_> {
                 _ => 0,
             };
         let id = self.texts.len() as u32;
-        self.texts.push(TextNode { lm, lm_state, hot });
+        self.texts.push(TextNode { lm, lm_state, hot, parent: text, word });
         self.text_children.insert((text, word), id);
         id
     }

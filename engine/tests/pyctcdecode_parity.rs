@@ -1,7 +1,12 @@
 //! The pyctcdecode-compatible beam search against pyctcdecode 0.5.0 itself: its LibriSpeech
 //! logits (`engine/tests/data/lm/libri_logits.npy`), decoded by pyctcdecode in each setting of
 //! `pyctcdecode_expected.json` (written by `tools/lm/gen_pyctcdecode_expected.py`), at three
-//! logit scales. Top transcripts and the three best beams must be the same.
+//! logit scales. The top transcript of `decode` (which prunes the history) and the best of
+//! `decode_beams` (which does not) must be pyctcdecode's in every case; the five best beams are
+//! counted. The search reproduces pyctcdecode's arithmetic: numpy's pairwise sum in the
+//! log-softmax, `log(1 + exp(d))` when paths merge, candidate tokens in Python set order, so
+//! that beams whose scores tie exactly (common on these flattened logits) rank as pyctcdecode
+//! ranks them.
 
 use std::path::Path;
 
@@ -18,10 +23,7 @@ fn data(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
-/// Cases whose top transcript still differs from pyctcdecode 0.5.0 (all with an LM, at logit
-/// scales 0.5 and 0.3; not yet explained, not float precision: float64 log-softmax changes
-/// none). A regression guard: no more may diverge.
-const KNOWN_DIVERGENT: usize = 6;
+
 
 #[test]
 fn top_transcripts_and_beams_equal_pyctcdecodes() {
@@ -87,6 +89,19 @@ fn top_transcripts_and_beams_equal_pyctcdecodes() {
             LanguageModel::new(model, Mode::PyCtcDecode)
         });
         let x: Vec<f32> = logits.data.iter().map(|&v| v * scale).collect();
+        // pyctcdecode's `decode` (the top transcript) prunes the history, its `decode_beams`
+        // (the n-best list) does not.
+        let top = BeamDecoder::new(
+            &vocab,
+            lm.as_ref(),
+            hotwords.as_ref(),
+            BeamOptions {
+                nbest: 1,
+                prune_history: true,
+                ..opts.clone()
+            },
+        )
+        .decode(&x, 0.02, 0.0);
         let hyps =
             BeamDecoder::new(&vocab, lm.as_ref(), hotwords.as_ref(), opts).decode(&x, 0.02, 0.0);
         let texts: Vec<&str> = hyps.iter().map(|h| h.transcript.text.as_str()).collect();
@@ -97,10 +112,17 @@ fn top_transcripts_and_beams_equal_pyctcdecodes() {
             .map(|t| t.as_str().unwrap())
             .collect();
         checked += 1;
-        if texts[0] != case["text"].as_str().unwrap() {
+        if top[0].transcript.text != case["text"].as_str().unwrap() {
             mismatches.push(format!(
                 "{name} at scale {scale}: {:?}, pyctcdecode {:?}",
-                texts[0], case["text"]
+                top[0].transcript.text, case["text"]
+            ));
+            continue;
+        }
+        if texts[0] != want[0] {
+            mismatches.push(format!(
+                "{name} at scale {scale}, best of decode_beams: {:?}, pyctcdecode {:?}",
+                texts[0], want[0]
             ));
             continue;
         }
@@ -118,5 +140,5 @@ fn top_transcripts_and_beams_equal_pyctcdecodes() {
         eprintln!("  differs: {m}");
     }
     assert!(checked >= 21, "{checked} cases");
-    assert!(mismatches.len() <= KNOWN_DIVERGENT, "{mismatches:#?}");
+    assert!(mismatches.is_empty(), "{mismatches:#?}");
 }

@@ -411,3 +411,28 @@ fn empty_and_blank_input() {
     nan[3] = f32::NAN;
     assert_eq!(d.decode(&nan, 0.02, 0.0)[0].transcript.text, "HI");
 }
+
+/// CPython 3.11's iteration order of `set(np.array(ids)) | {best}` (printed by CPython itself),
+/// which pyctcdecode's candidate loop follows.
+#[test]
+fn python_set_order_is_cpythons() {
+    let cases: &[(&[usize], usize, &[usize])] = &[
+        (&[], 0, &[0]),
+        (&[], 25, &[25]),
+        (&[20], 9, &[9, 20]),
+        (&[8], 8, &[8]),
+        (&[1, 4, 11], 1, &[1, 11, 4]),
+        (&[7, 19, 23], 7, &[19, 23, 7]),
+        (&[3, 12, 23, 25, 29], 30, &[3, 23, 25, 12, 29, 30]),
+        (&[8, 11, 15, 26, 28], 11, &[8, 26, 11, 28, 15]),
+        (&[6, 9, 15, 25, 26, 27], 15, &[6, 9, 26, 27, 25, 15]),
+        (&[5, 9, 10, 11, 15, 26], 11, &[26, 5, 9, 10, 11, 15]),
+        (&[1, 4, 6, 9, 11, 21, 22, 31], 10, &[1, 4, 6, 9, 10, 11, 21, 22, 31]),
+        (&[4, 6, 10, 12, 15, 16, 17, 19, 20, 22, 23, 27], 6, &[4, 6, 10, 12, 15, 16, 17, 19, 20, 22, 23, 27]),
+    ];
+    for &(ids, best, want) in cases {
+        let mut got = ids.to_vec();
+        python_set_order(&mut got, best);
+        assert_eq!(got, want, "set({ids:?}) | {{{best}}}");
+    }
+}
