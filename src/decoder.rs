@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use w2v_engine::beam::words::WordList;
 use w2v_engine::beam::{BeamOptions, BeamSetup, Hotwords, LanguageModel, Mode};
 use w2v_engine::ctc::Vocabulary;
 use w2v_engine::hotwords::{load_hotwords, ContextGraph, UnigramHotwords};
@@ -39,8 +40,9 @@ pub enum DecoderKind {
 pub struct DecoderOptions {
     /// `None`: greedy, or beam when `lm` or `hotwords` is set.
     pub decoder: Option<DecoderKind>,
-    /// Only output words from this list (spaces or newlines, `#` comments): the best-scoring
-    /// sequence of them instead of free spelling. Not combined with `lm` or `hotwords` yet.
+    /// Only output words from this list (spaces or newlines, `#` comments): alone, the
+    /// best-scoring sequence of them (CTC Viterbi over the list); with beam search (`lm`,
+    /// `hotwords` or `decoder: Beam`), a word trie in the beam with LM lookahead.
     pub words: Option<PathBuf>,
     /// Beam search: beams kept per frame.
     pub beam_width: usize,
@@ -99,25 +101,39 @@ impl DecoderOptions {
     /// Load the word list, LM and hotwords for a model with vocabulary `vocab`; `nbest`
     /// transcripts per utterance from a beam search.
     pub fn load(&self, vocab: &Vocabulary, nbest: usize) -> Result<LoadedDecoder> {
-        let beam = self.beam_setup(vocab, nbest)?;
-        if self.words.is_some() && beam.is_some() {
-            return Err(Error::invalid(
-                "--words cannot be combined with beam search (--decoder beam, --lm, --hotwords) \
-                 yet: the word list constrains greedy decoding",
-            ));
-        }
         let lexicon = match &self.words {
             Some(path) => {
                 let lex = Lexicon::load(path, vocab)?;
-                tracing::info!(words = lex.words().len(), file = %path.display(), "lexicon-constrained decoding");
+                tracing::info!(words = lex.words().len(), file = %path.display(), "word list");
                 Some(lex)
             }
             None => None,
         };
-        Ok(LoadedDecoder {
-            lexicon: lexicon.map(Arc::new),
-            beam: beam.map(Arc::new),
-        })
+        let mut beam = self.beam_setup(vocab, nbest)?;
+        match (lexicon, &mut beam) {
+            // With beam search the word list becomes a word trie with LM lookahead in the beam.
+            (Some(lex), Some(setup)) => {
+                if setup.options.mode == Mode::PyCtcDecode {
+                    return Err(Error::invalid(
+                        "--words is not part of pyctcdecode's search: drop --pyctcdecode or --words",
+                    ));
+                }
+                setup.words = Some(Arc::new(WordList::new(
+                    lex.words(),
+                    setup.lm.as_deref().map(LanguageModel::model),
+                    setup.options.unk_score,
+                )));
+                Ok(LoadedDecoder {
+                    lexicon: None,
+                    beam: beam.map(Arc::new),
+                })
+            }
+            // Alone, the best-scoring sequence of listed words (CTC Viterbi over the word list).
+            (lexicon, _) => Ok(LoadedDecoder {
+                lexicon: lexicon.map(Arc::new),
+                beam: beam.map(Arc::new),
+            }),
+        }
     }
 
     /// The beam search to run, `None` for greedy decoding. Loads the LM and hotwords.
@@ -162,6 +178,7 @@ impl DecoderOptions {
             None => None,
         };
         Ok(Some(BeamSetup {
+            words: None,
             lm,
             hotwords,
             options: BeamOptions {

@@ -131,14 +131,14 @@ impl Recognizer {
         self.transcriber.backend_name()
     }
 
-    /// How transcripts are decoded: `greedy`, `lexicon` (a word list) or `beam`.
+    /// How transcripts are decoded: `greedy`, `lexicon` (a word list), `beam`, or `beam+words`
+    /// (beam search spelling only listed words).
     pub fn decoding(&self) -> &'static str {
-        if self.transcriber.lexicon.is_some() {
-            "lexicon"
-        } else if self.transcriber.beam.is_some() {
-            "beam"
-        } else {
-            "greedy"
+        match (&self.transcriber.lexicon, &self.transcriber.beam) {
+            (Some(_), _) => "lexicon",
+            (None, Some(b)) if b.words.is_some() => "beam+words",
+            (None, Some(_)) => "beam",
+            (None, None) => "greedy",
         }
     }
 
@@ -230,6 +230,7 @@ impl Recognizer {
             )?),
         };
         let setup = BeamSetup {
+            words: base.as_ref().and_then(|b| b.words.clone()),
             lm: base.and_then(|b| b.lm.clone()),
             hotwords: Some(hotwords),
             options,

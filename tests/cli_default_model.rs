@@ -184,12 +184,89 @@ fn word_list_decoding_outputs_only_listed_words() {
     assert_eq!(greedy["decoding"], "greedy");
     assert_eq!(constrained["decoding"], "lexicon");
     assert_eq!(constrained["words_file"], words.display().to_string());
+    let lm = models_dir().join("default.lm.arpa");
+    let with_lm = eval(&[
+        "--words",
+        words.to_str().unwrap(),
+        "--lm",
+        lm.to_str().unwrap(),
+    ]);
+    assert_eq!(with_lm["decoding"], "beam+words");
     eprintln!(
-        "{} clips: WER greedy {:.3}, with the word list {:.3}",
+        "{} clips: WER greedy {:.3}, with the word list {:.3}, word list + LM {:.3}",
         chosen.len(),
         greedy["wer"],
-        constrained["wer"]
+        constrained["wer"],
+        with_lm["wer"]
     );
+}
+
+/// `--words` with beam search: a word trie with LM lookahead in the beam. A held-out "zero"
+/// that the model alone spells "ERO" comes out as a listed word, and every word of every output
+/// is listed.
+#[test]
+fn word_list_in_the_beam_with_the_domain_lm() {
+    let words = word_list();
+    let listed: Vec<String> = std::fs::read_to_string(&words)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('#').next().unwrap().to_string())
+        .flat_map(|l| {
+            l.split_whitespace()
+                .map(str::to_uppercase)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let lm = models_dir().join("default.lm.arpa");
+    let zero = common::speech("fsdd/0_george_0.wav");
+    let run = w2v(["transcribe".as_ref(), zero.as_os_str()]);
+    assert_ok(&run);
+    assert_eq!(run.stdout.trim(), "ERO");
+    let run = w2v([
+        "transcribe".as_ref(),
+        "--words".as_ref(),
+        words.as_os_str(),
+        "--lm".as_ref(),
+        lm.as_os_str(),
+        zero.as_os_str(),
+    ]);
+    assert_ok(&run);
+    assert_eq!(run.stdout.trim(), "ZERO");
+    let clips = common::stream::test_clips(&["two", "three", "left", "off", "seven", "go"]);
+    let chosen = common::stream::pick(&clips, &["two", "three", "left", "off", "seven", "go"], 3);
+    let mut args = vec![
+        "transcribe".to_string(),
+        "--format".into(),
+        "json".into(),
+        "--words".into(),
+        words.display().to_string(),
+        "--decoder".into(),
+        "beam".into(),
+    ];
+    args.extend(chosen.iter().map(|(p, _)| p.display().to_string()));
+    let run = w2v(&args);
+    assert_ok(&run);
+    for line in run.stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for w in v["words"].as_array().unwrap() {
+            let text = w["text"].as_str().unwrap();
+            assert!(
+                listed.iter().any(|l| l == text),
+                "{text:?} is not listed: {line}"
+            );
+        }
+    }
+    // pyctcdecode's search has no word list: refused in one line.
+    let run = w2v([
+        "transcribe".as_ref(),
+        "--words".as_ref(),
+        words.as_os_str(),
+        "--lm".as_ref(),
+        lm.as_os_str(),
+        "--pyctcdecode".as_ref(),
+        zero.as_os_str(),
+    ]);
+    assert_one_error(&run, &["--words is not part of pyctcdecode's search"]);
 }
 
 #[test]

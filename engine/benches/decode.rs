@@ -75,6 +75,7 @@ fn bench_beam(c: &mut Criterion) {
     );
     let logits = logits();
     let setup = BeamSetup {
+        words: None,
         lm: Some(std::sync::Arc::new(LanguageModel::new(
             big_lm(),
             Mode::Native,
@@ -90,6 +91,7 @@ fn bench_beam(c: &mut Criterion) {
         b.iter(|| setup.decode(&vocab, black_box(&uncertain), 0.02, 0.0))
     });
     let no_lm = BeamSetup {
+        words: None,
         lm: None,
         hotwords: None,
         options: BeamOptions::default(),

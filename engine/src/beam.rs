@@ -26,6 +26,11 @@
 //!   (so a hotword the acoustics rank below `token_min_logp` can still win), scores only `</s>`
 //!   after a trailing delimiter, and counts all 1-grams as known words.
 //!
+//! With a word list ([`BeamDecoder::with_words`], `--words`), native mode spells only listed
+//! words: a partial word that begins no listed word ends its beam, and a partial word scores the
+//! best unigram LM score of the words it can still become (LM lookahead, see [`words`]), which its
+//! real LM score replaces when the word ends.
+//!
 //! Word times and confidences come from the best path of each hypothesis, exactly as greedy
 //! decoding reports them ([`crate::ctc::segment_words`]). With beam width 1, no LM and no
 //! hotwords the result is greedy decoding's.
@@ -37,6 +42,9 @@ use crate::ctc::{
 };
 use crate::hotwords::{ContextGraph, GraphState, UnigramHotwords};
 use crate::lm::{LmState, NgramLm, WordId};
+
+pub mod words;
+use words::{Prefix, WordList};
 
 /// pyctcdecode's clipping floor: `ln(1e-15)`.
 const MIN_LOGP: f64 = -34.538_776_394_910_684;
@@ -196,6 +204,7 @@ pub struct BeamDecoder<'a> {
     vocab: &'a Vocabulary,
     lm: Option<&'a LanguageModel>,
     hotwords: Option<&'a Hotwords>,
+    words: Option<&'a WordList>,
     opts: BeamOptions,
 }
 
@@ -220,6 +229,9 @@ struct PartialNode {
     chars: usize,
     /// Score of the partial word (unknown-word penalty or hotword credit), computed lazily.
     score: Option<f64>,
+    /// With a word list: the tokens that keep it a listed word's prefix (the delimiter when it
+    /// is a listed word, and the blank), computed lazily.
+    next: Option<Vec<u32>>,
 }
 
 /// One token emitted at one frame, linked to the previous emission of its path.
@@ -279,8 +291,15 @@ impl<'a> BeamDecoder<'a> {
             vocab,
             lm,
             hotwords,
+            words: None,
             opts,
         }
+    }
+
+    /// Spell only the words of `words` (native mode; see the [module docs](self)).
+    pub fn with_words(mut self, words: Option<&'a WordList>) -> Self {
+        self.words = words;
+        self
     }
 
     pub fn options(&self) -> &BeamOptions {
@@ -312,6 +331,7 @@ impl<'a> BeamDecoder<'a> {
                 text: String::new(),
                 chars: 0,
                 score: Some(0.0),
+                next: None,
             }],
             partial_children: HashMap::new(),
             words: Vec::new(),
@@ -360,6 +380,15 @@ impl<'a> BeamDecoder<'a> {
                         if tok < v {
                             is_candidate[tok] = true;
                         }
+                    }
+                }
+            }
+            if self.words.is_some() && self.opts.mode == Mode::Native {
+                // A listed word's letters are tried even where the acoustics rank them below
+                // token_min_logp (as the word list alone would find them).
+                for b in &beams {
+                    for &tok in s.word_continuations(b.partial) {
+                        is_candidate[tok as usize] = true;
                     }
                 }
             }
@@ -516,6 +545,8 @@ pub struct BeamSetup {
     /// Shared: a request's own hotwords decode with the same LM (`Arc`, not a copy).
     pub lm: Option<std::sync::Arc<LanguageModel>>,
     pub hotwords: Option<Hotwords>,
+    /// Spell only these words (`--words` with beam search).
+    pub words: Option<std::sync::Arc<WordList>>,
     pub options: BeamOptions,
 }
 
@@ -534,6 +565,7 @@ impl BeamSetup {
             self.hotwords.as_ref(),
             self.options.clone(),
         )
+        .with_words(self.words.as_deref())
         .decode(logits, seconds_per_frame, time_offset)
     }
 }
@@ -611,7 +643,8 @@ fn prune(beams: &mut Vec<Beam>, prune_logp: f64, width: usize) {
     let Some(max) = beams.iter().map(|b| b.score).reduce(f64::max) else {
         return;
     };
-    beams.retain(|b| b.score >= max + prune_logp);
+    // (A beam at -inf spelled something the word list does not allow.)
+    beams.retain(|b| b.score > f64::NEG_INFINITY && b.score >= max + prune_logp);
     beams.sort_by(|a, b| b.score.total_cmp(&a.score));
     beams.truncate(width.max(1));
 }
@@ -758,6 +791,32 @@ impl Search<'_, '_> {
         });
     }
 
+    /// The tokens that keep `partial` a prefix of a listed word (see [`PartialNode::next`]).
+    fn word_continuations(&mut self, partial: u32) -> &[u32] {
+        if self.partials[partial as usize].next.is_none() {
+            let list = self.d.words.expect("a word list");
+            let text = &self.partials[partial as usize].text;
+            let vocab = self.d.vocab;
+            let next: Vec<u32> = (0..vocab.len())
+                .filter(|&tok| match vocab.kind(tok) {
+                    TokenKind::Blank => true,
+                    TokenKind::Delimiter => list.contains(text),
+                    TokenKind::Text => {
+                        let piece = vocab.token(tok).unwrap_or_default().to_lowercase();
+                        list.prefix(&format!("{text}{piece}")) != Prefix::Dead
+                    }
+                    TokenKind::Dropped => false,
+                })
+                .map(|tok| tok as u32)
+                .collect();
+            self.partials[partial as usize].next = Some(next);
+        }
+        self.partials[partial as usize]
+            .next
+            .as_deref()
+            .unwrap_or_default()
+    }
+
     fn extend_partial(&mut self, partial: u32, tok: usize) -> u32 {
         if let Some(&c) = self.partial_children.get(&(partial, tok as u32)) {
             return c;
@@ -768,6 +827,7 @@ impl Search<'_, '_> {
             text: format!("{}{piece}", parent.text),
             chars: parent.chars + piece.chars().count(),
             score: None,
+            next: None,
         };
         let id = self.partials.len() as u32;
         self.partials.push(node);
@@ -796,20 +856,29 @@ impl Search<'_, '_> {
         }
         let parent = &self.texts[text as usize];
         let w = &self.words[word as usize];
-        let (lm, lm_state) = match (self.d.lm, &parent.lm_state) {
+        let (mut lm, lm_state) = match (self.d.lm, &parent.lm_state) {
             (Some(l), Some(st)) => {
                 let (s, next) = self.lm_word(l, st, w);
                 (parent.lm + s, Some(next))
             }
             _ => (parent.lm, None),
         };
+        if self.d.words.is_some_and(|list| !list.contains(w)) {
+            lm = f64::NEG_INFINITY; // not a listed word: the beam ends
+        }
         let hot = parent.hot
             + match self.d.hotwords {
                 Some(Hotwords::Unigrams(u)) if u.is_hotword(w) => 1,
                 _ => 0,
             };
         let id = self.texts.len() as u32;
-        self.texts.push(TextNode { lm, lm_state, hot, parent: text, word });
+        self.texts.push(TextNode {
+            lm,
+            lm_state,
+            hot,
+            parent: text,
+            word,
+        });
         self.text_children.insert((text, word), id);
         id
     }
@@ -845,6 +914,15 @@ impl Search<'_, '_> {
         };
         let s = match (unigram_hot, self.d.lm) {
             (Some(h), _) => h,
+            (None, lm) if self.d.words.is_some() => {
+                match self.d.words.map(|list| list.prefix(&node.text)) {
+                    Some(Prefix::Live(best)) if lm.is_some() => {
+                        self.d.opts.lm_weight * f64::from(best) * LN_10
+                    }
+                    Some(Prefix::Live(_)) => 0.0,
+                    _ => f64::NEG_INFINITY,
+                }
+            }
             (None, Some(l)) => {
                 if l.starts_known_word(&node.text) {
                     0.0
@@ -882,7 +960,8 @@ impl Search<'_, '_> {
     fn final_score(&mut self, b: &Beam, prev_text: u32, partial: u32) -> f64 {
         let base = b.logit + self.hot_text_score(b.text) + b.hot_score;
         let Some(l) = self.d.lm else {
-            return base;
+            // (-inf for a last word the word list does not have; 0 otherwise)
+            return base + self.texts[b.text as usize].lm;
         };
         if let Some(&lm) = self.final_lm.get(&b.text) {
             return base + lm;

@@ -23,8 +23,6 @@ fn data(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
-
-
 #[test]
 fn top_transcripts_and_beams_equal_pyctcdecodes() {
     let expected: Value =

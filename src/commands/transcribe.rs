@@ -35,7 +35,8 @@ pub struct Args {
     #[arg(long, default_value_t = 30.0)]
     chunk_seconds: f64,
     /// Only output words from this list (separated by spaces or newlines, `#` comments): the
-    /// best-scoring sequence of them, instead of free spelling (lexicon-constrained decoding).
+    /// best-scoring sequence of them, instead of free spelling (lexicon-constrained decoding);
+    /// with beam search (--decoder beam, --lm, --hotwords), a word trie with LM lookahead.
     #[arg(long, value_name = "WORDS.txt")]
     words: Option<PathBuf>,
     #[command(flatten)]
