@@ -35,7 +35,8 @@
 //! decoding reports them ([`crate::ctc::segment_words`]). With beam width 1, no LM and no
 //! hotwords the result is greedy decoding's.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::hash_map::Entry;
 
 use crate::ctc::{
     collapse_tokens, log_softmax_in_place, segment_words, TokenKind, Transcript, Vocabulary,
@@ -127,6 +128,10 @@ pub struct LanguageModel {
     unigrams: Option<Vec<String>>,
     /// Whether the unigram list is non-empty (pyctcdecode checks words against it only then).
     check_list: bool,
+    /// The same words' bytes end to end, and where each starts (one more: the end), so that
+    /// narrowing a prefix's range reads one array instead of following each word's pointer.
+    flat: Vec<u8>,
+    starts: Vec<u32>,
 }
 
 impl LanguageModel {
@@ -140,12 +145,7 @@ impl LanguageModel {
             .collect();
         words.sort();
         words.dedup();
-        let check_list = !words.is_empty();
-        LanguageModel {
-            lm,
-            unigrams: Some(words),
-            check_list,
-        }
+        LanguageModel::assemble(lm, Some(words))
     }
 
     /// With an explicit list of known words (pyctcdecode's `unigrams` argument): `None` for
@@ -161,11 +161,22 @@ impl LanguageModel {
             words.dedup();
             words
         });
+        LanguageModel::assemble(lm, unigrams)
+    }
+
+    fn assemble(lm: NgramLm, unigrams: Option<Vec<String>>) -> Self {
         let check_list = unigrams.as_ref().is_some_and(|u| !u.is_empty());
+        let (mut flat, mut starts) = (Vec::new(), vec![0u32]);
+        for w in unigrams.iter().flatten() {
+            flat.extend_from_slice(w.as_bytes());
+            starts.push(flat.len() as u32);
+        }
         LanguageModel {
             lm,
             unigrams,
             check_list,
+            flat,
+            starts,
         }
     }
 
@@ -182,14 +193,57 @@ impl LanguageModel {
         }
     }
 
-    fn starts_known_word(&self, partial: &str) -> bool {
-        match &self.unigrams {
-            None => false,
-            Some(list) => {
-                let from = list.partition_point(|w| w.as_str() < partial);
-                list.get(from).is_some_and(|w| w.starts_with(partial))
+    /// The known words beginning with the empty prefix: all of them (none without a list).
+    fn known_root(&self) -> (u32, u32) {
+        (0, self.unigrams.as_ref().map_or(0, |l| l.len() as u32))
+    }
+
+    /// `range` holds the known words beginning with a prefix of `len` bytes; the sub-range of
+    /// those that continue it with `piece`. (The sorted list makes each a contiguous range, so
+    /// a partial word's known-word test is one narrowing of its parent's range.)
+    fn narrow_known(&self, (lo, hi): (u32, u32), len: usize, piece: &str) -> (u32, u32) {
+        let Some(list) = &self.unigrams else {
+            return (0, 0);
+        };
+        let part = &list[lo as usize..hi as usize];
+        let piece = piece.as_bytes();
+        let (from, to) = if let [c] = piece {
+            // One byte (every character vocabulary): compare the byte after the prefix alone.
+            let next = |i: usize| {
+                let at = self.starts[i] as usize + len;
+                if at < self.starts[i + 1] as usize {
+                    i32::from(self.flat[at])
+                } else {
+                    -1
+                }
+            };
+            let c = i32::from(*c);
+            let (lo, hi) = (lo as usize, hi as usize);
+            let search = |mut a: usize, mut b: usize, below: &dyn Fn(usize) -> bool| {
+                while a < b {
+                    let mid = a + (b - a) / 2;
+                    if below(mid) {
+                        a = mid + 1;
+                    } else {
+                        b = mid;
+                    }
+                }
+                a
+            };
+            let from = search(lo, hi, &|i| next(i) < c);
+            let to = search(from, hi, &|i| next(i) == c);
+            (from - lo, to - lo)
+        } else {
+            fn rest(w: &str, len: usize) -> &[u8] {
+                w.as_bytes().get(len..).unwrap_or_default()
             }
-        }
+            let from = part.partition_point(|w| rest(w, len) < piece);
+            (
+                from,
+                from + part[from..].partition_point(|w| rest(w, len).starts_with(piece)),
+            )
+        };
+        (lo + from as u32, lo + to as u32)
     }
 }
 
@@ -224,14 +278,22 @@ struct TextNode {
 
 /// A partial word: node of a token trie.
 struct PartialNode {
-    /// Lower-case text.
-    text: String,
+    /// The node it extends by `token` (the root: itself); its text is the tokens' lower-case
+    /// pieces along the way ([`Search::partial_text`]), built only when needed.
+    parent: u32,
+    token: u32,
+    /// Length of the text in bytes and in characters.
+    bytes: u32,
     chars: usize,
     /// Score of the partial word (unknown-word penalty or hotword credit), computed lazily.
     score: Option<f64>,
     /// With a word list: the tokens that keep it a listed word's prefix (the delimiter when it
     /// is a listed word, and the blank), computed lazily.
     next: Option<Vec<u32>>,
+    /// Its id in [`Search::words`] once it has been completed as a word.
+    word: Option<u32>,
+    /// The LM's known words it begins ([`LanguageModel::narrow_known`]).
+    known: (u32, u32),
 }
 
 /// One token emitted at one frame, linked to the previous emission of its path.
@@ -253,10 +315,19 @@ struct Beam {
     hot_state: GraphState,
     /// Hotword credit so far (native mode).
     hot_score: f64,
-    /// Last emission of the path kept for this beam (`NONE`: none yet).
+    /// The partial word's score ([`Search::partial_score`] of `partial`), carried along so that
+    /// scoring a beam does not visit its partial node.
+    pscore: f64,
+    /// Last recorded emission of the path kept for this beam (`NONE`: none yet).
     hist: u32,
+    /// The token this frame emitted on that path, not yet recorded (`NONE`: none): only the
+    /// beams that survive pruning are recorded.
+    emit: u32,
     /// Search score, filled by `score`.
     score: f64,
+    /// Position among this frame's beams: ties in score keep this order (pyctcdecode's sort is
+    /// stable).
+    seq: u32,
 }
 
 struct Search<'d, 'a> {
@@ -264,9 +335,16 @@ struct Search<'d, 'a> {
     texts: Vec<TextNode>,
     text_children: HashMap<(u32, u32), u32>,
     partials: Vec<PartialNode>,
-    partial_children: HashMap<(u32, u32), u32>,
+    /// Per partial node, its children by token with their scores (few: a linear scan beats
+    /// hashing).
+    partial_children: Vec<Vec<(u32, u32, f64)>>,
+
     words: Vec<String>,
+    /// Per word of `words`: its LM id and whether it counts as known (filled when first scored).
+    word_lm: Vec<Option<(WordId, bool)>>,
     word_ids: HashMap<String, u32>,
+    /// Each token's text in lower case (what a partial word is spelled with).
+    pieces: Vec<String>,
     hist: Vec<Emission>,
     /// Cache of final scores per (final text node) in pyctcdecode's end-of-sentence scoring.
     final_lm: HashMap<u32, f64>,
@@ -326,18 +404,27 @@ impl<'a> BeamDecoder<'a> {
                 parent: 0,
                 word: 0,
             }],
-            text_children: HashMap::new(),
+            text_children: HashMap::default(),
             partials: vec![PartialNode {
-                text: String::new(),
+                parent: 0,
+                token: NONE,
+                bytes: 0,
                 chars: 0,
                 score: Some(0.0),
                 next: None,
+                word: None,
+                known: self.lm.map_or((0, 0), |l| l.known_root()),
             }],
-            partial_children: HashMap::new(),
+            partial_children: vec![Vec::new()],
+
             words: Vec::new(),
-            word_ids: HashMap::new(),
+            word_lm: Vec::new(),
+            word_ids: HashMap::default(),
+            pieces: (0..v)
+                .map(|t| self.vocab.token(t).unwrap_or_default().to_lowercase())
+                .collect(),
             hist: Vec::new(),
-            final_lm: HashMap::new(),
+            final_lm: HashMap::default(),
         };
         let graph = match self.hotwords {
             Some(Hotwords::Graph(g)) if self.opts.mode == Mode::Native => Some(g),
@@ -350,16 +437,20 @@ impl<'a> BeamDecoder<'a> {
             logit: 0.0,
             hot_state: graph.map_or(0, |g| g.start()),
             hot_score: 0.0,
+            pscore: 0.0,
             hist: NONE,
+            emit: NONE,
             score: 0.0,
+            seq: 0,
         }];
         // Unclipped log-probabilities (for confidences) and clipped ones (for the search).
+        let mut index: HashMap<(u32, u32, u32), usize> = HashMap::default();
+        let mut children: Vec<(u32, f64)> = Vec::new();
         let mut lp = vec![0f64; v];
         let mut lp64 = vec![0f64; v];
         let mut tokens: Vec<usize> = Vec::with_capacity(v);
         let mut is_candidate = vec![false; v];
         let mut next: Vec<Beam> = Vec::new();
-        let mut index: HashMap<(u32, u32, u32), usize> = HashMap::new();
         for t in 0..frames {
             log_softmax_f64(&logits[t * v..(t + 1) * v], &mut lp, &mut lp64);
             // Candidate tokens: above the threshold, the best, hotword continuations.
@@ -404,10 +495,18 @@ impl<'a> BeamDecoder<'a> {
 
             next.clear();
             index.clear();
+            // Each beam's existing partial-word children by token, looked up once per frame.
+            children.clear();
+            children.resize(beams.len() * v, (NONE, 0.0));
+            for (j, b) in beams.iter().enumerate() {
+                for &(t, c, score) in &s.partial_children[b.partial as usize] {
+                    children[j * v + t as usize] = (c, score);
+                }
+            }
             for &tok in &tokens {
                 let p = lp64[tok];
                 let kind = self.vocab.kind(tok);
-                for b in &beams {
+                for (j, b) in beams.iter().enumerate() {
                     let mut nb = b.clone();
                     nb.logit += p;
                     let mut emitted = None;
@@ -421,6 +520,7 @@ impl<'a> BeamDecoder<'a> {
                             if b.partial != 0 {
                                 nb.text = s.complete_word(b.text, b.partial);
                                 nb.partial = 0;
+                                nb.pscore = 0.0;
                                 if let Some(g) = graph {
                                     let (d, st) = g.step(b.hot_state, g.delimiter().unwrap_or(tok));
                                     nb.hot_score += d;
@@ -431,7 +531,13 @@ impl<'a> BeamDecoder<'a> {
                         }
                         TokenKind::Text => {
                             nb.last = tok as u32;
-                            nb.partial = s.extend_partial(b.partial, tok);
+                            (nb.partial, nb.pscore) = match children[j * v + tok] {
+                                (NONE, _) => {
+                                    let c = s.extend_partial(b.partial, tok);
+                                    (c, s.partial_score(c))
+                                }
+                                known => known,
+                            };
                             if let Some(g) = graph {
                                 let (d, st) = g.step(b.hot_state, tok);
                                 nb.hot_score += d;
@@ -440,26 +546,20 @@ impl<'a> BeamDecoder<'a> {
                             emitted = Some(tok);
                         }
                     }
-                    if let Some(tok) = emitted {
-                        nb.hist = s.hist.len() as u32;
-                        s.hist.push(Emission {
-                            parent: b.hist,
-                            token: tok as u32,
-                            frame: t as u32,
-                            prob: lp[tok].exp() as f32,
-                        });
-                    }
-                    let key = (nb.text, nb.partial, nb.last);
-                    match index.get(&key) {
-                        Some(&i) => {
+                    nb.emit = emitted.map_or(NONE, |tok| tok as u32);
+                    match index.entry((nb.text, nb.partial, nb.last)) {
+                        Entry::Occupied(e) => {
+                            let i = *e.get();
                             // Times follow the most probable of the merged paths.
                             if nb.logit > next[i].logit {
                                 next[i].hist = nb.hist;
+                                next[i].emit = nb.emit;
                             }
                             next[i].logit = log_add(next[i].logit, nb.logit);
                         }
-                        None => {
-                            index.insert(key, next.len());
+                        Entry::Vacant(e) => {
+                            e.insert(next.len());
+                            nb.seq = next.len() as u32;
                             next.push(nb);
                         }
                     }
@@ -473,11 +573,25 @@ impl<'a> BeamDecoder<'a> {
             if self.opts.prune_history {
                 s.prune_history(&mut beams);
             }
+            // Record this frame's emissions of the surviving paths.
+            for b in beams.iter_mut() {
+                if b.emit != NONE {
+                    let tok = b.emit as usize;
+                    s.hist.push(Emission {
+                        parent: b.hist,
+                        token: b.emit,
+                        frame: t as u32,
+                        prob: lp[tok].exp() as f32,
+                    });
+                    b.hist = s.hist.len() as u32 - 1;
+                    b.emit = NONE;
+                }
+            }
         }
 
         // Finalize: the partial word becomes a word, the sentence ends.
         next.clear();
-        let mut final_index: HashMap<u32, usize> = HashMap::new();
+        let mut final_index: HashMap<u32, usize> = HashMap::default();
         let mut scored_word: Vec<(u32, u32)> = Vec::new();
         for b in &beams {
             let mut nb = b.clone();
@@ -511,6 +625,7 @@ impl<'a> BeamDecoder<'a> {
                 None => {
                     final_index.insert(nb.text, next.len());
                     scored_word.push((b.text, b.partial));
+                    nb.seq = next.len() as u32;
                     next.push(nb);
                 }
             }
@@ -645,8 +760,15 @@ fn prune(beams: &mut Vec<Beam>, prune_logp: f64, width: usize) {
     };
     // (A beam at -inf spelled something the word list does not allow.)
     beams.retain(|b| b.score > f64::NEG_INFINITY && b.score >= max + prune_logp);
-    beams.sort_by(|a, b| b.score.total_cmp(&a.score));
-    beams.truncate(width.max(1));
+    // Best first, ties in their order of creation: a stable sort, done as a selection of the
+    // best `width` and a sort of those alone.
+    let order = |a: &Beam, b: &Beam| b.score.total_cmp(&a.score).then(a.seq.cmp(&b.seq));
+    let width = width.max(1);
+    if beams.len() > width {
+        beams.select_nth_unstable_by(width - 1, order);
+        beams.truncate(width);
+    }
+    beams.sort_unstable_by(order);
 }
 
 /// Reorders `tokens` (ascending token ids) as CPython 3 iterates
@@ -795,7 +917,7 @@ impl Search<'_, '_> {
     fn word_continuations(&mut self, partial: u32) -> &[u32] {
         if self.partials[partial as usize].next.is_none() {
             let list = self.d.words.expect("a word list");
-            let text = &self.partials[partial as usize].text;
+            let text = &self.partial_text(partial);
             let vocab = self.d.vocab;
             let next: Vec<u32> = (0..vocab.len())
                 .filter(|&tok| match vocab.kind(tok) {
@@ -817,21 +939,47 @@ impl Search<'_, '_> {
             .unwrap_or_default()
     }
 
+    /// The lower-case text of a partial word.
+    fn partial_text(&self, mut partial: u32) -> String {
+        let mut pieces = Vec::new();
+        while partial != 0 {
+            let node = &self.partials[partial as usize];
+            pieces.push(self.pieces[node.token as usize].as_str());
+            partial = node.parent;
+        }
+        pieces.reverse();
+        pieces.concat()
+    }
+
     fn extend_partial(&mut self, partial: u32, tok: usize) -> u32 {
-        if let Some(&c) = self.partial_children.get(&(partial, tok as u32)) {
+        if let Some(&(_, c, _)) = self.partial_children[partial as usize]
+            .iter()
+            .find(|&&(t, _, _)| t == tok as u32)
+        {
             return c;
         }
-        let piece = self.d.vocab.token(tok).unwrap_or_default().to_lowercase();
+        let piece = &self.pieces[tok];
         let parent = &self.partials[partial as usize];
+        let known = match self.d.lm {
+            Some(l) => l.narrow_known(parent.known, parent.bytes as usize, piece),
+            None => (0, 0),
+        };
         let node = PartialNode {
-            text: format!("{}{piece}", parent.text),
+            parent: partial,
+            token: tok as u32,
+            bytes: parent.bytes + piece.len() as u32,
             chars: parent.chars + piece.chars().count(),
             score: None,
             next: None,
+            word: None,
+            known,
         };
         let id = self.partials.len() as u32;
         self.partials.push(node);
-        self.partial_children.insert((partial, tok as u32), id);
+        self.partial_children.push(Vec::new());
+        let score = self.partial_score(id);
+        self.partial_children[partial as usize].push((tok as u32, id, score));
+
         id
     }
 
@@ -841,24 +989,40 @@ impl Search<'_, '_> {
         }
         let id = self.words.len() as u32;
         self.words.push(text.to_string());
+        self.word_lm.push(None);
         self.word_ids.insert(text.to_string(), id);
         id
     }
 
     /// The text node of `text` followed by the partial word `partial`, LM-scored.
     fn complete_word(&mut self, text: u32, partial: u32) -> u32 {
-        let word = {
-            let w = self.partials[partial as usize].text.clone();
-            self.word_id(&w)
+        let word = match self.partials[partial as usize].word {
+            Some(id) => id,
+            None => {
+                let w = self.partial_text(partial);
+                let id = self.word_id(&w);
+                self.partials[partial as usize].word = Some(id);
+                id
+            }
         };
         if let Some(&c) = self.text_children.get(&(text, word)) {
             return c;
         }
+        if let (Some(l), None) = (self.d.lm, self.word_lm[word as usize]) {
+            let w = &self.words[word as usize];
+            let id = l.lm.index(w);
+            self.word_lm[word as usize] = Some((id, l.is_known(w) && id != l.lm.unk()));
+        }
         let parent = &self.texts[text as usize];
         let w = &self.words[word as usize];
-        let (mut lm, lm_state) = match (self.d.lm, &parent.lm_state) {
-            (Some(l), Some(st)) => {
-                let (s, next) = self.lm_word(l, st, w);
+        let (mut lm, lm_state) = match (self.d.lm, &parent.lm_state, self.word_lm[word as usize]) {
+            (Some(l), Some(st), Some((id, known))) => {
+                let (p, next) = l.lm.score(st, id);
+                let mut p = f64::from(p);
+                if !known {
+                    p += self.d.opts.unk_score;
+                }
+                let s = self.d.opts.lm_weight * p * LN_10 + self.d.opts.word_score;
                 (parent.lm + s, Some(next))
             }
             _ => (parent.lm, None),
@@ -895,27 +1059,23 @@ impl Search<'_, '_> {
         (p, next)
     }
 
-    fn lm_word(&self, l: &LanguageModel, state: &LmState, word: &str) -> (f64, LmState) {
-        let (p, next) = self.lm_word_log10(l, state, word);
-        (
-            self.d.opts.lm_weight * p * LN_10 + self.d.opts.word_score,
-            next,
-        )
-    }
-
     fn partial_score(&mut self, partial: u32) -> f64 {
         if let Some(s) = self.partials[partial as usize].score {
             return s;
         }
-        let node = &self.partials[partial as usize];
         let unigram_hot = match self.d.hotwords {
-            Some(Hotwords::Unigrams(u)) => u.partial(&node.text),
+            Some(Hotwords::Unigrams(u)) => u.partial(&self.partial_text(partial)),
             _ => None,
         };
+        let node = &self.partials[partial as usize];
         let s = match (unigram_hot, self.d.lm) {
             (Some(h), _) => h,
             (None, lm) if self.d.words.is_some() => {
-                match self.d.words.map(|list| list.prefix(&node.text)) {
+                match self
+                    .d
+                    .words
+                    .map(|list| list.prefix(&self.partial_text(partial)))
+                {
                     Some(Prefix::Live(best)) if lm.is_some() => {
                         self.d.opts.lm_weight * f64::from(best) * LN_10
                     }
@@ -924,7 +1084,7 @@ impl Search<'_, '_> {
                 }
             }
             (None, Some(l)) => {
-                if l.starts_known_word(&node.text) {
+                if l.unigrams.is_some() && node.known.0 < node.known.1 {
                     0.0
                 } else {
                     let mut s = self.d.opts.unk_score;
@@ -951,7 +1111,7 @@ impl Search<'_, '_> {
         b.logit
             + self.texts[b.text as usize].lm
             + self.hot_text_score(b.text)
-            + self.partial_score(b.partial)
+            + b.pscore
             + b.hot_score
     }
 
@@ -975,7 +1135,7 @@ impl Search<'_, '_> {
                 let word = if partial == 0 {
                     String::new()
                 } else {
-                    self.partials[partial as usize].text.clone()
+                    self.partial_text(partial)
                 };
                 let (p, next) = if word.is_empty() {
                     let (p, next) = l.lm.score(&state, l.lm.unk());
