@@ -108,6 +108,20 @@ fn word_list() -> PathBuf {
     models_dir().join("default.words.txt")
 }
 
+/// The words of [`word_list`], upper case as transcripts spell them.
+fn listed_words() -> Vec<String> {
+    std::fs::read_to_string(word_list())
+        .unwrap()
+        .lines()
+        .map(|l| l.split('#').next().unwrap().to_string())
+        .flat_map(|l| {
+            l.split_whitespace()
+                .map(str::to_uppercase)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 #[test]
 fn default_model_with_its_word_list_transcribes_the_samples() {
     let words = word_list();
@@ -126,16 +140,7 @@ fn default_model_with_its_domain_lm_transcribes_the_samples() {
 /// the same clips misspells some), and `eval --json` says how it decoded.
 #[test]
 fn word_list_decoding_outputs_only_listed_words() {
-    let listed: Vec<String> = std::fs::read_to_string(word_list())
-        .unwrap()
-        .lines()
-        .map(|l| l.split('#').next().unwrap().to_string())
-        .flat_map(|l| {
-            l.split_whitespace()
-                .map(str::to_uppercase)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let listed = listed_words();
     let clips = common::stream::test_clips(&["two", "three", "left", "off", "seven", "go"]);
     let chosen = common::stream::pick(&clips, &["two", "three", "left", "off", "seven", "go"], 4);
     let words = word_list();
@@ -207,16 +212,7 @@ fn word_list_decoding_outputs_only_listed_words() {
 #[test]
 fn word_list_in_the_beam_with_the_domain_lm() {
     let words = word_list();
-    let listed: Vec<String> = std::fs::read_to_string(&words)
-        .unwrap()
-        .lines()
-        .map(|l| l.split('#').next().unwrap().to_string())
-        .flat_map(|l| {
-            l.split_whitespace()
-                .map(str::to_uppercase)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let listed = listed_words();
     let lm = models_dir().join("default.lm.arpa");
     let zero = common::speech("fsdd/0_george_0.wav");
     let run = w2v(["transcribe".as_ref(), zero.as_os_str()]);

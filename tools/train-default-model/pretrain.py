@@ -22,6 +22,17 @@ so each training example is a SEGMENT (default 3 s) made of random clips joined 
 gaps (one clip per segment when it is long enough); K=50 distractors (a 3 s segment has ~75
 masked steps). Noise and reverberation augmentation (common.Augmenter) per segment.
 
+--objective bestrq replaces the contrastive objective by masked prediction of FIXED targets
+(BEST-RQ, Chiu et al. 2022), on the same Wav2Vec2 encoder, so that the weights load into the same
+CTC fine-tuning: each 20 ms step's log-mel frame (80 bands, 25 ms window, the CNN's own frame grid,
+normalized per segment) goes through a frozen random projection (80 -> 16) and is labelled with
+the nearest of 512 frozen random unit vectors (cosine); the Transformer's output at the masked
+steps predicts those labels through a linear head, cross-entropy. Nothing the model does can
+change its targets, so it cannot collapse onto one shared vector as the contrastive objective does
+at this batch size (the README's probes). Chance is the entropy of the labels' marginal
+distribution (predicting the label frequencies), reported beside the loss, with the majority
+label's share beside the accuracy.
+
 Optimizer: Adam (0.9, 0.98), eps 1e-6, weight decay 0.01, peak LR 5e-4, 8 % linear warm-up then
 linear decay, as in the paper. Stage length: wall clock (--minutes) or --steps (exactly
 repeatable). Resumable: WORK/pretrain/ckpt.pt every --ckpt-every seconds.
@@ -147,6 +158,63 @@ class Objective:
                               accuracy=acc, masked=n)
 
 
+class BestRqObjective:
+    """BEST-RQ masked prediction of fixed random-projection codes (see the module doc)."""
+
+    def __init__(self, model: Wav2Vec2ForPreTraining, seed: int, codes=512, dim=16, bands=80):
+        g = torch.Generator().manual_seed(seed)
+        self.m, self.codes = model, codes
+        self.proj = torch.randn(bands, dim, generator=g) / bands ** 0.5           # frozen
+        self.book = F.normalize(torch.randn(codes, dim, generator=g), dim=-1)     # frozen
+        self.head = torch.nn.Linear(model.config.hidden_size, codes)
+        self.mel = torch.from_numpy(mel_filterbank(bands)).float()                 # (bands, 257)
+        self.window = torch.hann_window(400)
+        self.counts = torch.ones(codes)  # label frequencies seen so far (add-one)
+
+    def parameters(self):
+        return list(self.m.wav2vec2.parameters()) + list(self.head.parameters())
+
+    def targets(self, x):
+        """(B, T) labels on the CNN's frame grid: 400-sample windows every 320 samples."""
+        frames = x.unfold(1, 400, 320) * self.window                              # (B, T, 400)
+        power = torch.fft.rfft(frames, n=512).abs() ** 2                         # (B, T, 257)
+        logmel = torch.log(power @ self.mel.T + 1e-6)                            # (B, T, 80)
+        logmel = (logmel - logmel.mean(1, keepdim=True)) / (logmel.std(1, keepdim=True) + 1e-5)
+        z = F.normalize(logmel @ self.proj, dim=-1)
+        return (z @ self.book.T).argmax(-1)
+
+    def __call__(self, x, mask_np, neg_np=None):
+        mask = torch.from_numpy(mask_np)
+        with torch.no_grad():
+            y = self.targets(x)[:, :mask.shape[1]][mask]
+        out = self.m.wav2vec2(x, mask_time_indices=mask)
+        logits = self.head(out.last_hidden_state[mask]).float()
+        loss = F.cross_entropy(logits, y)
+        self.counts += torch.bincount(y, minlength=self.codes).float()
+        marg = self.counts / self.counts.sum()
+        chance = float(-(marg * marg.log()).sum())
+        acc = (logits.argmax(-1) == y).float().mean().item()
+        return loss, dict(contrastive=loss.item(), diversity=0.0, feature_pen=0.0,
+                          perplexity=float(torch.exp(torch.tensor(chance))), accuracy=acc,
+                          chance=chance, majority=float(marg.max()), masked=int(y.numel()))
+
+
+def mel_filterbank(bands: int, n_fft=512, sr=SR, fmin=20.0, fmax=SR / 2) -> np.ndarray:
+    """Triangular mel filters (HTK mel scale) over the rfft bins, (bands, n_fft // 2 + 1)."""
+    def mel(f):
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+
+    def hz(m):
+        return 700.0 * (10 ** (m / 2595.0) - 1.0)
+    edges = hz(np.linspace(mel(fmin), mel(fmax), bands + 2))
+    freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
+    fb = np.zeros((bands, len(freqs)))
+    for i in range(bands):
+        lo, c, hi = edges[i], edges[i + 1], edges[i + 2]
+        fb[i] = np.clip(np.minimum((freqs - lo) / (c - lo), (hi - freqs) / (hi - c)), 0.0, None)
+    return fb
+
+
 def sample_masks(B, T, cfg):
     mask = _compute_mask_indices((B, T), cfg.mask_time_prob, cfg.mask_time_length, min_masks=2)
     neg = _sample_negative_indices((B, T), cfg.num_negatives, mask)
@@ -223,12 +291,16 @@ def main():
     ap.add_argument("--p-reverb", type=float, default=0.3, help="probability of reverberation")
     ap.add_argument("--ckpt-every", type=float, default=300.0, help="seconds between resumable checkpoints")
     ap.add_argument("--check-objective", action="store_true", help="compare the loss with transformers' first")
+    ap.add_argument("--objective", choices=["contrastive", "bestrq"], default="contrastive",
+                    help="the paper's contrastive loss, or masked prediction of fixed random-projection "
+                         "codes (BEST-RQ; see above)")
+    ap.add_argument("--out", type=Path, default=None, help="stage folder (default WORK/pretrain)")
     add_arch_args(ap)
     args = ap.parse_args()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
-    out_dir = args.work / "pretrain"
+    out_dir = args.out or args.work / "pretrain"
     if (out_dir / "done.json").exists():
         log("pretrain: done already,", out_dir / "done.json")
         return
@@ -251,17 +323,21 @@ def main():
     config.architectures = ["Wav2Vec2ForPreTraining"]
     model = Wav2Vec2ForPreTraining(config)
     model.train()
-    obj = Objective(model, feature_grad_mult=args.feature_grad_mult, feature_pen_weight=args.feature_pen)
+    if args.objective == "bestrq":
+        obj = BestRqObjective(model, seed=args.seed)
+        params = obj.parameters()
+    else:
+        obj = Objective(model, feature_grad_mult=args.feature_grad_mult, feature_pen_weight=args.feature_pen)
+        params = list(model.parameters())
     log(f"model: {count_params(model) / 1e6:.2f} M parameters with quantizer, "
         f"{count_params(model.wav2vec2) / 1e6:.2f} M in the encoder")
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-6,
-                            weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
     rng = np.random.default_rng([args.seed, 10])
     sampler = SegmentSampler(audio, int(args.segment_seconds * SR), rng, Augmenter(rng, p_noise=args.p_noise, p_reverb=args.p_reverb))
     seg = int(args.segment_seconds * SR)
     T = int(model._get_feat_extract_output_lengths(seg))
 
-    if args.check_objective:
+    if args.check_objective and args.objective == "contrastive":
         check_objective(model, obj, sampler.batch(2))
 
     ckpt = out_dir / "ckpt.pt"
@@ -270,6 +346,9 @@ def main():
     if ckpt.exists():
         s = torch.load(ckpt, weights_only=False)
         model.load_state_dict(s["model"])
+        if args.objective == "bestrq":
+            obj.head.load_state_dict(s["head"])
+            obj.counts = s["counts"]
         opt.load_state_dict(s["opt"])
         set_rng_state(s["rng"])
         rng.bit_generator.state = s["np_gen"]
@@ -285,13 +364,14 @@ def main():
         for gparam in opt.param_groups:
             gparam["lr"] = lr
         tau = max(t1_tau, t0_tau * (t1_tau / t0_tau) ** min(p / 0.7, 1.0))
-        model.set_gumbel_temperature(tau)
+        if args.objective == "contrastive":
+            model.set_gumbel_temperature(tau)
         x = sampler.batch(args.batch)
         mask, neg = sample_masks(args.batch, T, config)
         loss, parts = obj(x, mask, neg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0).item()
+        gn = torch.nn.utils.clip_grad_norm_(params, 5.0).item()
         if not np.isfinite(gn):
             log(f"step {budget.step}: non-finite gradient, skipped")
             opt.zero_grad(set_to_none=True)
@@ -305,15 +385,23 @@ def main():
         if now - last_log > (10 if args.smoke else 60) or budget.done():
             k = hist[-20:]
             avg = {key: float(np.mean([h[key] for h in k])) for key in k[0]}
-            log(f"step {budget.step} {100 * budget.progress:5.1f}% lr {lr:.2e} tau {tau:.2f} "
-                f"loss {avg['loss']:.3f} (contr {avg['contrastive']:.3f} div {avg['diversity']:.3f} "
-                f"pen {avg['feature_pen']:.3f}) acc {avg['accuracy']:.3f} ppl {avg['perplexity']:.1f} "
-                f"gnorm {gn:.2f} | {budget.spent / max(budget.step, 1):.2f} s/step")
+            if args.objective == "bestrq":
+                log(f"step {budget.step} {100 * budget.progress:5.1f}% lr {lr:.2e} loss {avg['loss']:.3f} "
+                    f"(chance: label entropy {avg['chance']:.3f}) acc {avg['accuracy']:.3f} "
+                    f"(majority {avg['majority']:.3f}) gnorm {gn:.2f} | "
+                    f"{budget.spent / max(budget.step, 1):.2f} s/step")
+            else:
+                log(f"step {budget.step} {100 * budget.progress:5.1f}% lr {lr:.2e} tau {tau:.2f} "
+                    f"loss {avg['loss']:.3f} (contr {avg['contrastive']:.3f} div {avg['diversity']:.3f} "
+                    f"pen {avg['feature_pen']:.3f}) acc {avg['accuracy']:.3f} ppl {avg['perplexity']:.1f} "
+                    f"gnorm {gn:.2f} | {budget.spent / max(budget.step, 1):.2f} s/step")
             last_log = now
         if now - last_ckpt > args.ckpt_every and not budget.done():
+            extra = (dict(head=obj.head.state_dict(), counts=obj.counts)
+                     if args.objective == "bestrq" else {})
             atomic_torch_save(dict(model=model.state_dict(), opt=opt.state_dict(), rng=rng_state(),
                                    np_gen=rng.bit_generator.state, spent=budget.spent,
-                                   step=budget.step, curve=curve), ckpt)
+                                   step=budget.step, curve=curve, **extra), ckpt)
             last_ckpt = now
 
     hf = out_dir / "hf"
@@ -330,6 +418,9 @@ def main():
         final_loss=float(np.mean([h["loss"] for h in k])),
         final_accuracy=float(np.mean([h["accuracy"] for h in k])),
         final_perplexity=float(np.mean([h["perplexity"] for h in k])),
+        objective=args.objective,
+        chance=float(np.mean([h["chance"] for h in k])) if args.objective == "bestrq" else float(np.log(args.negatives + 1)),
+        majority=float(np.mean([h["majority"] for h in k])) if args.objective == "bestrq" else 1.0 / (args.negatives + 1),
         parameters=count_params(model), args=vars(args)))
     ckpt.unlink(missing_ok=True)
     log(f"pretrain: {budget.step} steps in {budget.spent / 60:.1f} min -> {hf}")
