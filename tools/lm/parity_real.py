@@ -116,9 +116,11 @@ def main():
             link = links / n
             if not link.exists():
                 os.symlink(f.resolve(), link)
-        subprocess.run([args.w2v, "transcribe", "--model", args.model, "--dump-logits", str(raw),
-                        "--json", *[str(links / n) for n in names]],
-                       check=True, stdout=subprocess.DEVNULL)
+        run = subprocess.run([args.w2v, "transcribe", "--model", args.model, "--dump-logits", str(raw),
+                              *[str(links / n) for n in names]], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        if run.returncode != 0:
+            raise SystemExit(f"w2v transcribe failed: {run.stderr.strip()[-2000:]}")
     v = json.loads(onnx_metadata(args.model)["w2v.vocab"])
     vocab = [t for t, _ in sorted(v.items(), key=lambda kv: kv[1])] if isinstance(v, dict) else v
     blank = vocab.index("<pad>")

@@ -51,6 +51,8 @@ def main():
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--words", type=Path, help="also evaluate with decoding constrained to these words")
     ap.add_argument("--lm", type=Path, help="also evaluate beam search with this ARPA LM")
+    ap.add_argument("--lm-args", default="", help="more decoder flags with --lm, e.g. "
+                    "\"--lm-weight 0.25 --word-score -1\" (tuned on dev with `w2v eval --tune`)")
     ap.add_argument("--noise", type=Path, help="TSV of noise clips (empty transcripts)")
     args = ap.parse_args()
     decodings = (["greedy"] + (["words"] if args.words else []) + (["lm"] if args.lm else [])
@@ -61,7 +63,7 @@ def main():
         if "words" in dec:
             out += ["--words", str(args.words)]
         if "lm" in dec:
-            out += ["--lm", str(args.lm)]
+            out += ["--lm", str(args.lm), *args.lm_args.split()]
         return out
     with tempfile.TemporaryDirectory() as tmp:
         sets = split_test(args.test, Path(tmp))
