@@ -108,6 +108,26 @@ fn word_list() -> PathBuf {
     models_dir().join("default.words.txt")
 }
 
+/// Asserts that every word of `transcribe --format json` output is `listed`, with a confidence
+/// in [0, 1]; returns how many words there were.
+fn words_all_listed(stdout: &str, listed: &[String]) -> usize {
+    let mut emitted = 0;
+    for line in stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for w in v["words"].as_array().unwrap() {
+            let text = w["text"].as_str().unwrap();
+            assert!(
+                listed.iter().any(|l| l == text),
+                "{text:?} is not listed: {line}"
+            );
+            let c = w["confidence"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&c), "{line}");
+            emitted += 1;
+        }
+    }
+    emitted
+}
+
 /// The words of [`word_list`], upper case as transcripts spell them.
 fn listed_words() -> Vec<String> {
     std::fs::read_to_string(word_list())
@@ -154,20 +174,7 @@ fn word_list_decoding_outputs_only_listed_words() {
     args.extend(chosen.iter().map(|(p, _)| p.display().to_string()));
     let run = w2v(&args);
     assert_ok(&run);
-    let mut emitted = 0;
-    for line in run.stdout.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        for w in v["words"].as_array().unwrap() {
-            let text = w["text"].as_str().unwrap();
-            assert!(
-                listed.iter().any(|l| l == text),
-                "{text:?} is not listed: {line}"
-            );
-            let c = w["confidence"].as_f64().unwrap();
-            assert!((0.0..=1.0).contains(&c), "{line}");
-            emitted += 1;
-        }
-    }
+    let emitted = words_all_listed(&run.stdout, &listed);
     assert!(emitted >= chosen.len() / 2, "{}", run.stdout);
 
     let dir = tempfile::tempdir().unwrap();
@@ -242,16 +249,7 @@ fn word_list_in_the_beam_with_the_domain_lm() {
     args.extend(chosen.iter().map(|(p, _)| p.display().to_string()));
     let run = w2v(&args);
     assert_ok(&run);
-    for line in run.stdout.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        for w in v["words"].as_array().unwrap() {
-            let text = w["text"].as_str().unwrap();
-            assert!(
-                listed.iter().any(|l| l == text),
-                "{text:?} is not listed: {line}"
-            );
-        }
-    }
+    words_all_listed(&run.stdout, &listed);
     // pyctcdecode's search has no word list: refused in one line.
     let run = w2v([
         "transcribe".as_ref(),
