@@ -1017,11 +1017,7 @@ impl Search<'_, '_> {
         let w = &self.words[word as usize];
         let (mut lm, lm_state) = match (self.d.lm, &parent.lm_state, self.word_lm[word as usize]) {
             (Some(l), Some(st), Some((id, known))) => {
-                let (p, next) = l.lm.score(st, id);
-                let mut p = f64::from(p);
-                if !known {
-                    p += self.d.opts.unk_score;
-                }
+                let (p, next) = self.lm_log10(l, st, id, known);
                 let s = self.d.opts.lm_weight * p * LN_10 + self.d.opts.word_score;
                 (parent.lm + s, Some(next))
             }
@@ -1051,9 +1047,21 @@ impl Search<'_, '_> {
     /// before scaling: `log10 p + unk_score` for unknown words.
     fn lm_word_log10(&self, l: &LanguageModel, state: &LmState, word: &str) -> (f64, LmState) {
         let id = l.lm.index(word);
+        self.lm_log10(l, state, id, l.is_known(word) && id != l.lm.unk())
+    }
+
+    /// [`Search::lm_word_log10`] of a word already looked up: its LM id, and whether it counts
+    /// as known.
+    fn lm_log10(
+        &self,
+        l: &LanguageModel,
+        state: &LmState,
+        id: WordId,
+        known: bool,
+    ) -> (f64, LmState) {
         let (p, next) = l.lm.score(state, id);
         let mut p = f64::from(p);
-        if !l.is_known(word) || id == l.lm.unk() {
+        if !known {
             p += self.d.opts.unk_score;
         }
         (p, next)
