@@ -20,7 +20,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::stream::{self, IN_GRAMMAR, OUT_OF_GRAMMAR, RATE};
+use common::stream::{self, COMMANDS, DIGITS, RATE};
 
 struct Options {
     latency_seconds: f64,
@@ -72,10 +72,7 @@ fn w2v() -> Command {
 }
 
 /// A stream of about `seconds` seconds built from rounds of the clip set.
-fn stream_of(
-    seconds: f64,
-    clips: &[(std::path::PathBuf, String)],
-) -> (Vec<f32>, Vec<stream::Placed>) {
+fn stream_of(seconds: f64, clips: &[stream::Clip]) -> (Vec<f32>, Vec<stream::Placed>) {
     let (mut audio, mut placed) = stream::build(clips, 1);
     let mut seed = 2;
     while (audio.len() as f64) < seconds * f64::from(RATE) {
@@ -109,9 +106,9 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let commands = dir.path().join("COMMANDS.txt");
     std::fs::write(&commands, stream::commands_text()).unwrap();
-    let clips = stream::test_clips(&[&IN_GRAMMAR[..], &OUT_OF_GRAMMAR[..]].concat());
-    let mut set = stream::pick(&clips, &IN_GRAMMAR, 3);
-    set.extend(stream::pick(&clips, &OUT_OF_GRAMMAR, 3));
+    let clips = stream::test_clips(&[&COMMANDS[..], &DIGITS[..]].concat());
+    let mut set = stream::word_clips(&stream::pick(&clips, &COMMANDS, 4));
+    set.extend(stream::word_clips(&stream::pick(&clips, &DIGITS, 2)));
     let mut ok = true;
 
     if o.latency {
