@@ -53,6 +53,7 @@ pub use decoder::{DecoderKind, DecoderOptions, LoadedDecoder};
 pub use error::{Error, Result};
 pub use recognizer::{
     Options, Recognizer, Stream, StreamOptions, StreamResult, Transcript, DEFAULT_CHUNK_SECONDS,
+    DEFAULT_SPEECH_GATE,
 };
 pub use runtime::{
     provider_availability, resolve_model, BackendKind, OptLevel, RuntimeOptions, DEFAULT_MODEL_FILE,

@@ -10,6 +10,7 @@ use w2v_engine::ctc::Vocabulary;
 use w2v_engine::grammar::CommandSet;
 use w2v_engine::hotwords::{ContextGraph, Hotword, UnigramHotwords};
 use w2v_engine::listen::{EventKind, ListenConfig, ListenEvent, Listener};
+use w2v_engine::speech_gate::SpeechGate;
 use w2v_engine::transcriber::Transcriber;
 use w2v_engine::vad::VadConfig;
 use w2v_engine::{Backend, Logits, ModelInfo};
@@ -300,6 +301,17 @@ impl Recognizer {
                  shape free transcripts (listening without --commands)",
             ));
         }
+        let gate = match options.speech_gate {
+            Some(_) if self.sample_rate() != w2v_engine::speech_gate::SAMPLE_RATE => {
+                return Err(Error::invalid(format!(
+                    "the speech gate (Silero VAD) reads 16 kHz audio and the model reads {} Hz: \
+                     listen with --speech-gate off",
+                    self.sample_rate()
+                )));
+            }
+            Some(threshold) => Some(SpeechGate::silero(threshold)?),
+            None => None,
+        };
         let (lexicon, beam) = (
             self.transcriber.lexicon.clone(),
             self.transcriber.beam.clone(),
@@ -307,7 +319,10 @@ impl Recognizer {
         let mut transcriber = Transcriber::new(self.transcriber.backend_mut());
         transcriber.lexicon = lexicon;
         transcriber.beam = beam;
-        let listener = Listener::with_transcriber(transcriber, commands, config)?;
+        let mut listener = Listener::with_transcriber(transcriber, commands, config)?;
+        if let Some(gate) = gate {
+            listener = listener.with_speech_gate(gate);
+        }
         Ok(Stream {
             listener,
             resampler: None,
@@ -342,6 +357,10 @@ fn in_file(e: w2v_engine::BackendError, path: &Path) -> Error {
     }
 }
 
+/// The speech gate's default threshold (Silero's own default), or `None` where the gate is off
+/// by default.
+pub const DEFAULT_SPEECH_GATE: Option<f32> = Some(0.5);
+
 /// How a [`Stream`] cuts and decides utterances. The defaults are `w2v listen`'s.
 #[derive(Clone, Debug)]
 pub struct StreamOptions {
@@ -353,6 +372,9 @@ pub struct StreamOptions {
     pub early_decision: bool,
     /// The voice-activity detector's levels and timings.
     pub vad: VadConfig,
+    /// Speech gate (Silero VAD) in front of the model: an utterance passes when its highest
+    /// speech probability reaches this; `None` sends every utterance the VAD cuts to the model.
+    pub speech_gate: Option<f32>,
 }
 
 impl Default for StreamOptions {
@@ -363,6 +385,7 @@ impl Default for StreamOptions {
             threshold: listen.threshold,
             early_decision: listen.early_decision,
             vad: listen.vad,
+            speech_gate: DEFAULT_SPEECH_GATE,
         }
     }
 }

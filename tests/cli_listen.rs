@@ -250,6 +250,68 @@ fn noise_far_below_the_word_does_not_hold_the_command_back() {
     assert!(late > 0.6, "decided {late:.3} s after the word");
 }
 
+/// Background noise loud enough for the energy VAD (a real recording: running machinery) is
+/// stopped by the speech gate before the model sees it, while the word next to it passes; with
+/// `--speech-gate off` both reach the (random) model, which at threshold 0 accepts anything.
+#[test]
+fn the_speech_gate_keeps_noise_from_the_model() {
+    let (dir, m) = model();
+    let mut rng = Lcg(5);
+    let mut audio = stream::noise(RATE as usize, 0.0005, &mut rng);
+    let noise = stream::load(&speech("speech_commands/_silence_/1043.wav"));
+    let peak = noise.iter().fold(0f32, |a, x| a.max(x.abs()));
+    audio.extend(noise.iter().map(|x| x * 0.5 / peak));
+    let noise_span = (1.0, audio.len() as f64 / f64::from(RATE));
+    audio.extend(stream::noise(RATE as usize, 0.0005, &mut rng));
+    audio.extend(stream::load(&speech(
+        "speech_commands/yes/a7216980_nohash_3.wav",
+    )));
+    audio.extend(stream::noise(RATE as usize, 0.0005, &mut rng));
+    let wav = dir.path().join("noise-then-yes.wav");
+    stream::write_wav(&wav, &audio);
+    let commands = dir.path().join("COMMANDS.txt");
+    std::fs::write(&commands, "yes\nno\n").unwrap();
+    let in_noise = |e: &Value| {
+        let mid = (e["start"].as_f64().unwrap() + e["end"].as_f64().unwrap()) / 2.0;
+        mid > noise_span.0 - 0.1 && mid < noise_span.1 + 0.1
+    };
+
+    let run = accept_all(&m, &wav, &commands, &[OsStr::new("--json")]);
+    assert_ok(&run);
+    let events = json_lines(&run);
+    let (noise, word): (Vec<&Value>, Vec<&Value>) = events.iter().partition(|e| in_noise(e));
+    assert!(!noise.is_empty() && !word.is_empty(), "{events:?}");
+    for e in &noise {
+        assert_eq!(e["kind"], "no_speech", "{e}");
+        assert_eq!(e["rejected"], true, "{e}");
+        assert!(e["speech"].as_f64().unwrap() < 0.5, "{e}");
+    }
+    assert!(word
+        .iter()
+        .any(|e| e["rejected"] == false && e["speech"].as_f64().unwrap() > 0.9));
+
+    let run = accept_all(
+        &m,
+        &wav,
+        &commands,
+        &[
+            OsStr::new("--json"),
+            OsStr::new("--speech-gate"),
+            OsStr::new("off"),
+        ],
+    );
+    assert_ok(&run);
+    let events = json_lines(&run);
+    assert!(
+        events.iter().all(|e| e.get("speech").is_none()),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| in_noise(e) && e["rejected"] == false),
+        "without the gate the noise reaches the model: {events:?}"
+    );
+}
+
 #[test]
 fn without_commands_each_utterance_is_transcribed() {
     let (dir, m) = model();

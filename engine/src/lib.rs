@@ -21,6 +21,7 @@ pub mod npy;
 pub mod onnx_pb;
 pub mod precision;
 pub mod rng;
+pub mod speech_gate;
 
 pub use backend::{Backend, BackendError, BackendOptions, Batch, Logits};
 pub use model_info::ModelInfo;

@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::backend::{Backend, BackendError};
 use crate::ctc::greedy_decode;
 use crate::grammar::CommandSet;
+use crate::speech_gate::SpeechGate;
 use crate::transcriber::Transcriber;
 use crate::vad::{Utterance, Vad, VadConfig, VadConfigError, VadEvent};
 
@@ -33,7 +34,7 @@ pub enum EventKind {
     OutOfGrammar,
     /// Rejected: the free transcript is a phrase, but the confidence is below the threshold.
     LowConfidence,
-    /// Rejected: the model heard no words (noise the VAD took for speech).
+    /// Rejected: no speech (the speech gate found none, or the model heard no words).
     NoSpeech,
     /// A free transcript (no grammar).
     Transcript,
@@ -61,6 +62,9 @@ pub struct ListenEvent {
     /// For rejections: the phrase that scored best.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub candidate: Option<String>,
+    /// With a speech gate: the utterance's highest speech probability (Silero VAD).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speech: Option<f32>,
     /// Stream position (samples) of the end of the utterance's voiced audio.
     #[serde(skip)]
     pub speech_end_sample: u64,
@@ -102,6 +106,7 @@ pub struct Listener<B: Backend> {
     /// The decision made at the last pause: (utterance start, utterance length, event).
     at_pause: Option<(u64, usize, ListenEvent)>,
     utterances: u64,
+    gate: Option<SpeechGate>,
 }
 
 impl<B: Backend> Listener<B> {
@@ -130,7 +135,16 @@ impl<B: Backend> Listener<B> {
             vad_events: Vec::new(),
             at_pause: None,
             utterances: 0,
+            gate: None,
         })
+    }
+
+    /// Put a speech gate in front of the model: utterances in which it hears no speech are
+    /// rejected as [`EventKind::NoSpeech`] (free transcripts: dropped) without running the model.
+    /// The gate reads 16 kHz audio: the model must too.
+    pub fn with_speech_gate(mut self, gate: SpeechGate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Run the model once over a second of silence, so that the first utterance does not pay
@@ -139,6 +153,9 @@ impl<B: Backend> Listener<B> {
     pub fn warm_up(&mut self) -> Result<(), BackendError> {
         let silence = vec![0.0; self.sample_rate() as usize];
         self.transcriber.logits(&silence)?;
+        if let Some(gate) = &mut self.gate {
+            gate.check(&silence)?;
+        }
         Ok(())
     }
 
@@ -244,6 +261,35 @@ impl<B: Backend> Listener<B> {
         let rate = f64::from(self.sample_rate());
         let spf = self.transcriber.seconds_per_frame();
         let offset = u.start as f64 / rate;
+        let speech = (u.speech_start as f64 / rate, u.speech_end as f64 / rate);
+        let mut heard = None;
+        if let Some(gate) = &mut self.gate {
+            let (pass, max) = gate.check(&u.samples)?;
+            heard = Some(max);
+            if !pass {
+                let mut ev = ListenEvent {
+                    start: ms(speech.0),
+                    end: ms(speech.1),
+                    text: String::new(),
+                    command: None,
+                    action: None,
+                    confidence: 0.0,
+                    rejected: self.commands.is_some(),
+                    kind: if self.commands.is_some() {
+                        EventKind::NoSpeech
+                    } else {
+                        EventKind::Transcript
+                    },
+                    candidate: None,
+                    speech: heard,
+                    speech_end_sample: u.speech_end,
+                    decided_sample: 0,
+                    decided_at_stream: 0.0,
+                };
+                self.stamp_decided(&mut ev);
+                return Ok(ev);
+            }
+        }
         let logits = self.transcriber.logits(&u.samples)?;
         let row = logits.row(0);
         let free = if self.commands.is_some() {
@@ -251,7 +297,6 @@ impl<B: Backend> Listener<B> {
         } else {
             self.transcriber.decode_logits(row, offset)
         };
-        let speech = (u.speech_start as f64 / rate, u.speech_end as f64 / rate);
         let mut ev = ListenEvent {
             start: ms(speech.0),
             end: ms(speech.1),
@@ -262,6 +307,7 @@ impl<B: Backend> Listener<B> {
             rejected: false,
             kind: EventKind::Transcript,
             candidate: None,
+            speech: heard,
             speech_end_sample: u.speech_end,
             decided_sample: 0,
             decided_at_stream: 0.0,

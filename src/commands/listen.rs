@@ -60,6 +60,14 @@ pub struct Args {
     /// Decide commands only after the full hangover, never early at the pause.
     #[arg(long)]
     no_early: bool,
+    /// Speech gate in front of the model: `silero` runs Silero VAD (shipped, MIT) over each
+    /// utterance the energy VAD cuts and drops it unless some 32 ms of it reach
+    /// --speech-gate-threshold; `off` sends every utterance to the model.
+    #[arg(long, value_enum, default_value_t = SpeechGateArg::default())]
+    speech_gate: SpeechGateArg,
+    /// Speech gate: the speech probability (0 to 1) an utterance must reach.
+    #[arg(long, default_value_t = 0.5, value_parser = parse_unit)]
+    speech_gate_threshold: f32,
     /// VAD: level above the noise floor that starts speech, in dB.
     #[arg(long, default_value_t = 10.0)]
     vad_start_db: f32,
@@ -173,6 +181,34 @@ fn open_microphone(_device: Option<&str>) -> Result<Box<dyn AudioSource>> {
     Err(w2v_board_support::CaptureError::NotBuilt.into())
 }
 
+/// `--speech-gate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SpeechGateArg {
+    /// Silero VAD (models/silero_vad.onnx, built in).
+    Silero,
+    /// No gate: every utterance the energy VAD cuts goes to the model.
+    Off,
+}
+
+impl Default for SpeechGateArg {
+    fn default() -> Self {
+        if w2v::DEFAULT_SPEECH_GATE.is_some() {
+            SpeechGateArg::Silero
+        } else {
+            SpeechGateArg::Off
+        }
+    }
+}
+
+impl std::fmt::Display for SpeechGateArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SpeechGateArg::Silero => "silero",
+            SpeechGateArg::Off => "off",
+        })
+    }
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     // Each utterance is one inference of at most --max-utterance-ms (plus VAD padding).
     let longest = f64::from(args.max_utterance_ms) / 1000.0 + 1.0;
@@ -187,6 +223,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         commands: args.commands.clone(),
         threshold: args.threshold,
         early_decision: !args.no_early,
+        speech_gate: match args.speech_gate {
+            SpeechGateArg::Silero => Some(args.speech_gate_threshold),
+            SpeechGateArg::Off => None,
+        },
         vad: VadConfig {
             start_db: args.vad_start_db,
             continue_db: args.vad_continue_db,
