@@ -201,7 +201,7 @@ fn exec_runs_the_action_without_a_shell() {
 }
 
 /// A word followed by half a second of noise 42 dB below its loudest 10 ms (breath, a fan
-/// starting) but well above the room's noise floor: the command is decided 150 ms after the
+/// starting) but well above the room's noise floor: the command is decided 100 ms after the
 /// word, not after the noise, and the noise is no second utterance. With
 /// `--vad-peak-drop-db inf` (the noise floor alone) the noise holds the command back.
 #[test]
@@ -247,7 +247,7 @@ fn noise_far_below_the_word_does_not_hold_the_command_back() {
     let events = run_with(&[OsStr::new("--vad-peak-drop-db"), OsStr::new("inf")]);
     assert!(!events.is_empty());
     let late = events[0]["decided_at_stream"].as_f64().unwrap() - word_end;
-    assert!(late > 0.6, "decided {late:.3} s after the word");
+    assert!(late > 0.55, "decided {late:.3} s after the word");
 }
 
 /// Background noise loud enough for the energy VAD (a real recording: running machinery) is

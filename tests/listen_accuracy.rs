@@ -220,18 +220,26 @@ fn test_speaker_streams_meet_the_measured_bounds() {
     let s = &f.commands;
     let share = |(k, n): (usize, usize)| k as f64 / n.max(1) as f64;
     // Bounds: the figures measured with the shipped model (run 6, 2026-12-05: precision 0.908,
-    // recall 0.726, digits rejected 0.933, unseen real 11/12 and espeak-ng 0.991, noise 0/200,
-    // 20.6 false accepts per hour, p95 337 ms), less two or three events of slack for float
-    // differences between CPUs. Issue #27's targets are higher (see the module docs).
+    // recall 0.726, digits rejected 0.947, unseen real 11/12 and espeak-ng 0.991, noise 0/200,
+    // 17.3 false accepts per hour, p95 258 ms), less two or three events of slack for float
+    // differences between CPUs. Issue #27's targets are higher (see the module docs); the
+    // latency bound is the issue's own.
     assert!(s.precision() >= 0.89, "precision {:.3}", s.precision());
     assert!(s.recall() >= 0.71, "recall {:.3}", s.recall());
-    assert!(share(s.rejected(Category::KnownOog)) >= 0.91);
+    assert!(share(s.rejected(Category::KnownOog)) >= 0.92);
     assert!(share(s.rejected(Category::Unseen)) >= 0.83);
     assert!(share(s.rejected(Category::UnseenSynth)) >= 0.97);
     assert!(share(f.noise_fired()) <= 0.01);
     let fa_per_hour = f.no_command.accepted as f64 / f.hours;
-    assert!(fa_per_hour <= 23.0, "{fa_per_hour:.1} false accepts per hour");
-    assert!(f.latency_p95() < 0.36, "p95 latency {:.3} s", f.latency_p95());
+    assert!(
+        fa_per_hour <= 20.0,
+        "{fa_per_hour:.1} false accepts per hour"
+    );
+    assert!(
+        f.latency_p95() < 0.30,
+        "p95 latency {:.3} s",
+        f.latency_p95()
+    );
 }
 
 /// The dev streams at threshold 0, then every threshold on the saved confidences: the table the
@@ -287,4 +295,53 @@ fn dev_threshold_sweep() {
         let f = Figures::of(&c, &n, Some(0.5));
         eprintln!("{label} at 0.50:\n{}", f.report());
     }
+}
+
+/// Hard-negative mining (issue #27, for the default model's recipe): the no-command stream of
+/// the speakers the model trained on, at threshold 0.3 (near misses too); every clip that fires
+/// a command is written to `tools/train-default-model/manifest/hard-negatives.tsv` with its
+/// true transcript, for `finetune.py --hard-negatives`. Mined on the training side so that the
+/// dev streams stay unseen for tuning.
+#[test]
+#[ignore = "recipe step: writes tools/train-default-model/manifest/hard-negatives.tsv"]
+fn mine_hard_negatives() {
+    let n = listen(Split::Train, true, Some(0.3), &[], "train-no-command");
+    let s = stream::score(&n.placed, &n.events);
+    let shared = shared_data();
+    let mut rows = String::from("path\ttranscript\tspeaker\tsource\n");
+    let mut count = 0;
+    let mut seen = std::collections::HashSet::new();
+    for (p, _) in n.placed.iter().zip(&s.fired).filter(|(_, &f)| f) {
+        // Noise clips are placed twice (as recorded and louder): list each clip once.
+        if !seen.insert(&p.path) {
+            continue;
+        }
+        let rel = p
+            .path
+            .strip_prefix(&shared)
+            .unwrap_or_else(|_| panic!("{}: not under {}", p.path.display(), shared.display()));
+        let transcript = if p.category == Category::Noise {
+            ""
+        } else {
+            p.word.as_str()
+        };
+        rows += &format!(
+            "../../../../shared/data/{}\t{transcript}\t{}\thard-negative:{:?}\n",
+            rel.display(),
+            p.speaker,
+            p.category
+        );
+        count += 1;
+    }
+    let out = repo().join("tools/train-default-model/manifest/hard-negatives.tsv");
+    std::fs::write(&out, rows).unwrap();
+    eprintln!(
+        "train no-command stream {:.1} min, {} clips: {count} fired a command at threshold 0.3 \
+         ({} events) -> {}\n{:?}",
+        n.seconds / 60.0,
+        n.placed.len(),
+        s.accepted,
+        out.display(),
+        s.false_accepts
+    );
 }

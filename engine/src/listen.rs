@@ -6,7 +6,7 @@
 //! the grammar and accepted or rejected.
 //!
 //! Latency: with a grammar, the utterance is decoded already at the VAD's *pause* (`pause_ms` of
-//! quiet, 150 ms by default). If that decision accepts a phrase that is not the start of a longer
+//! quiet, 100 ms by default). If that decision accepts a phrase that is not the start of a longer
 //! phrase of the grammar (`go` when `go left` exists), the event is emitted at once and the
 //! utterance is closed; otherwise the listener waits for the hangover (`hangover_ms`) and decides
 //! on whatever was said by then (reusing the pause's decoding when nothing was added). Without a
@@ -514,9 +514,9 @@ mod tests {
         );
         assert_eq!(e.text, "GO");
         assert!(!e.rejected && e.confidence > 0.9, "{e:?}");
-        // Decided 150 ms (the pause) after the end of speech, within a frame.
+        // Decided 100 ms (the pause) after the end of speech, within a frame.
         let latency = e.decided_sample as i64 - end as i64;
-        assert!((latency - 2400).abs() <= 160, "{latency}");
+        assert!((latency - 1600).abs() <= 160, "{latency}");
         assert_eq!(l.utterances(), 1);
         // The letters' span lies inside the utterance.
         assert!(

@@ -60,10 +60,10 @@ impl Default for VadConfig {
             level_decay_db_per_s: 5.0,
             min_level_db: -55.0,
             start_ms: 30,
-            pause_ms: 150,
+            pause_ms: 100,
             hangover_ms: 400,
             pre_roll_ms: 200,
-            tail_ms: 150,
+            tail_ms: 100,
             min_speech_ms: 100,
             max_utterance_ms: 6000,
             noise_window_ms: 3000,
@@ -509,10 +509,10 @@ mod tests {
                 assert!((u.speech_end as i64 - end as i64).abs() <= frame, "{chunk}");
                 // Pre-roll before, tail after, samples are the stream's.
                 assert_eq!(u.speech_start - u.start, ms(200) as u64);
-                assert_eq!(u.end(), u.speech_end + ms(150) as u64);
+                assert_eq!(u.end(), u.speech_end + ms(100) as u64);
                 assert_eq!(u.samples[..], audio[u.start as usize..u.end() as usize]);
             }
-            // One pause per utterance, 150 ms after its speech, before its end.
+            // One pause per utterance, 100 ms after its speech, before its end.
             let pauses = events
                 .iter()
                 .filter(|e| matches!(e, VadEvent::Pause(_)))
@@ -545,7 +545,7 @@ mod tests {
         assert!((e[0].0.speech_end as i64 - w1_end as i64).abs() <= frame);
         assert!((e[1].0.speech_start as i64 - w2 as i64).abs() <= 4 * frame);
         assert!((e[1].0.speech_end as i64 - w2_end as i64).abs() <= frame);
-        // The pause comes 150 ms after the word, not after the tail.
+        // The pause comes 100 ms after the word, not after the tail.
         let VadEvent::Pause(p) = &events[0] else {
             panic!("{events:?}")
         };

@@ -86,7 +86,7 @@ pub struct Args {
     #[arg(long, default_value_t = 400)]
     hangover_ms: u32,
     /// VAD: quiet after speech at which a command may be decided early, in ms.
-    #[arg(long, default_value_t = 150)]
+    #[arg(long, default_value_t = 100)]
     pause_ms: u32,
     /// VAD: shortest speech kept, in ms.
     #[arg(long, default_value_t = 100)]

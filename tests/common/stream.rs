@@ -69,6 +69,8 @@ pub struct Clip {
 /// test (reporting). The model trained on neither.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Split {
+    /// The speakers the model trained on: where hard negatives are mined.
+    Train,
     Dev,
     Test,
 }
@@ -76,6 +78,7 @@ pub enum Split {
 impl Split {
     pub fn name(self) -> &'static str {
         match self {
+            Split::Train => "train",
             Split::Dev => "dev",
             Split::Test => "test",
         }
@@ -145,9 +148,11 @@ pub fn split_clips(split: Split) -> Vec<Clip> {
             out.push(clip(path, word, speaker, Category::Unseen));
         }
     }
-    for (path, word, speaker) in read_tsv(&root.join(format!("tests/data/unseen-words/{name}.tsv")))
-    {
-        out.push(clip(path, word, speaker, Category::UnseenSynth));
+    let synth = root.join(format!("tests/data/unseen-words/{name}.tsv"));
+    if split != Split::Train {
+        for (path, word, speaker) in read_tsv(&synth) {
+            out.push(clip(path, word, speaker, Category::UnseenSynth));
+        }
     }
     out
 }
@@ -196,6 +201,7 @@ pub fn commands_text() -> String {
 pub struct Placed {
     pub word: String,
     pub path: PathBuf,
+    pub speaker: String,
     pub category: Category,
     /// Samples of the clip in the stream, `[start, end)`.
     pub start: usize,
@@ -379,6 +385,7 @@ pub fn build_spaced(clips: &[Clip], seed: u64, spacing: Spacing) -> (Vec<f32>, V
         placed.push(Placed {
             word: c.word.clone(),
             path: c.path.clone(),
+            speaker: c.speaker.clone(),
             category: c.category,
             start,
             end: audio.len(),
@@ -430,6 +437,8 @@ pub struct Scores {
     pub false_accepts: Vec<(String, String)>,
     /// Words of in-grammar clips with no correct accept.
     pub missed: Vec<String>,
+    /// Per placed clip: whether a wrong command fired on it.
+    pub fired: Vec<bool>,
     /// For each recalled clip: (stream seconds of its speech end, its first correct event).
     pub hits: Vec<(f64, serde_json::Value)>,
 }
@@ -574,6 +583,7 @@ pub fn score(placed: &[Placed], events: &[serde_json::Value]) -> Scores {
         }
     }
     s.recalled = recalled.iter().filter(|&&r| r).count();
+    s.fired = fired.clone();
     for (i, p) in placed.iter().enumerate() {
         if p.in_grammar() && !recalled[i] {
             s.missed.push(p.word.clone());
