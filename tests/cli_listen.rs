@@ -150,6 +150,31 @@ fn a_high_threshold_rejects_instead_of_forcing() {
     }
 }
 
+/// A phrase's own threshold (`yes :1`) overrides `--threshold`: at threshold 0 the random model
+/// has every utterance accepted as the only phrase, unless that phrase asks for certainty.
+#[test]
+fn a_phrase_threshold_overrides_the_listener_threshold() {
+    let (dir, m) = model();
+    let (wav, _) = two_clip_stream(dir.path());
+    let commands = dir.path().join("COMMANDS.txt");
+    let events_for = |text: &str| {
+        std::fs::write(&commands, text).unwrap();
+        let run = accept_all(&m, &wav, &commands, &[OsStr::new("--json")]);
+        assert_ok(&run);
+        json_lines(&run)
+    };
+    let plain = events_for("yes\n");
+    assert_eq!(plain.len(), 2, "{plain:?}");
+    assert!(plain.iter().all(|e| e["command"] == "yes"), "{plain:?}");
+    let strict = events_for("yes :1 => echo never\n");
+    assert_eq!(strict.len(), 2, "{strict:?}");
+    assert!(strict.iter().all(|e| e["rejected"] == true), "{strict:?}");
+
+    std::fs::write(&commands, "yes :1.5\n").unwrap();
+    let run = accept_all(&m, &wav, &commands, &[]);
+    assert_one_error(&run, &["COMMANDS.txt:1", "threshold", "1.5"]);
+}
+
 #[test]
 fn exec_runs_the_action_without_a_shell() {
     let (dir, m) = model();

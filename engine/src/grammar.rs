@@ -1,8 +1,8 @@
 //! Command grammars: a fixed set of phrases, scored against CTC logits by forced alignment.
 //!
 //! A [`CommandSet`] is read from a `COMMANDS.txt`: one phrase per line, optionally followed by
-//! `=> action` (a program and its arguments, split like a shell would split them but never run
-//! through one). Blank lines and lines starting with `#` are ignored. Every phrase is spelled in
+//! its own threshold (`:0.8`, instead of the listener's) and by `=> action` (a program and its
+//! arguments, split like a shell would split them but never run through one). Blank lines and lines starting with `#` are ignored. Every phrase is spelled in
 //! the model's vocabulary when the set is read, so a phrase the model cannot say is an error that
 //! names it, not a command that silently never fires.
 //!
@@ -46,6 +46,8 @@ pub struct Phrase {
     pub action: Option<Vec<String>>,
     /// 1-based line in the commands file.
     pub line: usize,
+    /// The phrase's own minimum confidence (`phrase :0.8`), instead of the listener's threshold.
+    pub threshold: Option<f32>,
     /// The phrase's words, each as token ids (without delimiters).
     words: Vec<Vec<usize>>,
 }
@@ -168,7 +170,24 @@ impl CommandSet {
                 Some((p, a)) => (p, Some(a)),
                 None => (content, None),
             };
-            let words_text: Vec<&str> = phrase_part.split_whitespace().collect();
+            let mut words_text: Vec<&str> = phrase_part.split_whitespace().collect();
+            // A trailing `:0.8` is the phrase's own threshold.
+            let mut threshold = None;
+            if let Some(t) = words_text.last().and_then(|w| w.strip_prefix(':')) {
+                match t.parse::<f32>() {
+                    Ok(v) if (0.0..=1.0).contains(&v) => threshold = Some(v),
+                    _ => {
+                        return Err(GrammarError::BadLine {
+                            path: path.into(),
+                            line,
+                            what: format!(
+                                "threshold `:{t}` is not a number from 0 to 1 (write `phrase :0.8`)"
+                            ),
+                        })
+                    }
+                }
+                words_text.pop();
+            }
             if words_text.is_empty() {
                 return Err(GrammarError::MissingPhrase {
                     path: path.into(),
@@ -226,6 +245,7 @@ impl CommandSet {
                 text: phrase_text,
                 action,
                 line,
+                threshold,
                 words,
             });
         }
@@ -789,6 +809,25 @@ mod tests {
         let s = CommandSet::parse("off\non", "c", &v).unwrap();
         assert_eq!(s.phrases()[0].words(), [vec![5, 6]]);
         assert_eq!(s.phrases()[1].words(), [vec![4]]);
+    }
+
+    #[test]
+    fn a_trailing_colon_number_is_the_phrase_threshold() {
+        let s = set("on :0.8 => lights on\ngo left :1\nstop\n");
+        let p = s.phrases();
+        assert_eq!((p[0].text.as_str(), p[0].threshold), ("on", Some(0.8)));
+        assert_eq!(
+            p[0].action.as_deref(),
+            Some(&["lights".into(), "on".into()][..])
+        );
+        assert_eq!((p[1].text.as_str(), p[1].threshold), ("go left", Some(1.0)));
+        assert_eq!(p[2].threshold, None);
+        for bad in ["on :x\n", "on :1.5\n", "on :-0.1\n", ":0.5\n"] {
+            let e = CommandSet::parse(bad, "C.txt", &vocab())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("C.txt:1"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

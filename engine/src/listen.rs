@@ -332,7 +332,8 @@ impl<B: Backend> Listener<B> {
         ev.confidence = best.confidence.clamp(0.0, 1.0);
         // A phrase the utterance is too short to spell (no alignment) is never accepted, not
         // even at threshold 0.
-        if best.confidence >= self.config.threshold && best.log_likelihood.is_finite() {
+        let threshold = phrase.threshold.unwrap_or(self.config.threshold);
+        if best.confidence >= threshold && best.log_likelihood.is_finite() {
             ev.kind = EventKind::Command;
             ev.command = Some(phrase.text.clone());
             ev.action = phrase.action.clone();
