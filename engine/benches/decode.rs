@@ -90,6 +90,19 @@ fn bench_beam(c: &mut Criterion) {
     c.bench_function("beam 100 + 200k-word LM, 30 s uncertain (1500x32)", |b| {
         b.iter(|| setup.decode(&vocab, black_box(&uncertain), 0.02, 0.0))
     });
+    // Real speech: the shipped model's logits of 30 s of held-back test clips
+    // (tools/lm/gen_bench_logits.py), as they are and softened (times 0.5 and 0.3), as in
+    // tools/lm/parity_real.py.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/data/real-30s.npy");
+    let real = w2v_engine::npy::read_logits(std::path::Path::new(path)).expect("real-30s.npy");
+    assert_eq!(real.vocab, VOCAB.len());
+    for scale in [1.0f32, 0.5, 0.3] {
+        let softened: Vec<f32> = real.data.iter().map(|x| x * scale).collect();
+        c.bench_function(
+            &format!("beam 100 + 200k-word LM, 30 s real speech x{scale}"),
+            |b| b.iter(|| setup.decode(&vocab, black_box(&softened), 0.02, 0.0)),
+        );
+    }
     let no_lm = BeamSetup {
         words: None,
         lm: None,
