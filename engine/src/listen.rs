@@ -262,30 +262,30 @@ impl<B: Backend> Listener<B> {
         let spf = self.transcriber.seconds_per_frame();
         let offset = u.start as f64 / rate;
         let speech = (u.speech_start as f64 / rate, u.speech_end as f64 / rate);
-        let mut heard = None;
+        let mut ev = ListenEvent {
+            start: ms(speech.0),
+            end: ms(speech.1),
+            text: String::new(),
+            command: None,
+            action: None,
+            confidence: 0.0,
+            rejected: false,
+            kind: EventKind::Transcript,
+            candidate: None,
+            speech: None,
+            speech_end_sample: u.speech_end,
+            decided_sample: 0,
+            decided_at_stream: 0.0,
+        };
         if let Some(gate) = &mut self.gate {
             let (pass, max) = gate.check(&u.samples)?;
-            heard = Some(max);
+            ev.speech = Some(max);
             if !pass {
-                let mut ev = ListenEvent {
-                    start: ms(speech.0),
-                    end: ms(speech.1),
-                    text: String::new(),
-                    command: None,
-                    action: None,
-                    confidence: 0.0,
-                    rejected: self.commands.is_some(),
-                    kind: if self.commands.is_some() {
-                        EventKind::NoSpeech
-                    } else {
-                        EventKind::Transcript
-                    },
-                    candidate: None,
-                    speech: heard,
-                    speech_end_sample: u.speech_end,
-                    decided_sample: 0,
-                    decided_at_stream: 0.0,
-                };
+                // No voice: rejected (a free transcript stays empty and is dropped).
+                if self.commands.is_some() {
+                    ev.rejected = true;
+                    ev.kind = EventKind::NoSpeech;
+                }
                 self.stamp_decided(&mut ev);
                 return Ok(ev);
             }
@@ -297,21 +297,7 @@ impl<B: Backend> Listener<B> {
         } else {
             self.transcriber.decode_logits(row, offset)
         };
-        let mut ev = ListenEvent {
-            start: ms(speech.0),
-            end: ms(speech.1),
-            text: free.text.clone(),
-            command: None,
-            action: None,
-            confidence: 0.0,
-            rejected: false,
-            kind: EventKind::Transcript,
-            candidate: None,
-            speech: heard,
-            speech_end_sample: u.speech_end,
-            decided_sample: 0,
-            decided_at_stream: 0.0,
-        };
+        ev.text = free.text.clone();
         self.stamp_decided(&mut ev);
         let Some(set) = &self.commands else {
             let n = free.words.len();
