@@ -26,6 +26,10 @@ espeak-ng utterances and the concatenated train phrases (WORK/synth/). Length-bu
 about --batch-seconds of audio, padded with zeros after per-clip normalization, no attention mask
 (group-norm feature encoder: the exported model takes none either).
 
+--hard-negatives FILE adds clips that made the listener fire a command (hard-negative mining on the
+training speakers' no-command stream, `mine_hard_negatives` in tests/listen_accuracy.rs), each
+--hard-repeat times, with their true transcripts (a digit's spelling, an empty transcript for noise).
+
 --negatives adds training material for rejection (manifest/negatives-train.tsv, train speakers and
 noise clips only): other words with their spelling, background-noise clips with an empty
 transcript (each also band-limited), and --mixes training clips mixed with those real noise clips
@@ -146,6 +150,11 @@ def main():
     ap.add_argument("--negatives", action="store_true",
                     help="add rejection material (other words, noise clips, noisy mixes)")
     ap.add_argument("--mixes", type=int, default=1500, help="--negatives: training clips mixed with real noise")
+    ap.add_argument("--hard-negatives", type=Path, default=None,
+                    help="a manifest of clips that fired a command (tests/listen_accuracy.rs "
+                         "mine_hard_negatives writes manifest/hard-negatives.tsv), trained on with "
+                         "their true transcripts, --hard-repeat times each")
+    ap.add_argument("--hard-repeat", type=int, default=3)
     ap.add_argument("--minutes", type=float, default=25.0, help="wall-clock budget of this stage")
     ap.add_argument("--steps", type=int, default=None, help="fixed number of updates (overrides --minutes)")
     ap.add_argument("--threads", type=int, default=2)
@@ -214,6 +223,13 @@ def main():
     if args.negatives:
         more_rows, more_audio = make_negatives(args.work, cache, rows, audio, args.mixes, args.seed)
         rows, audio = rows + more_rows, audio + [pad_min(a, int(0.3 * SR)) for a in more_audio]
+    if args.hard_negatives is not None:
+        hard = read_tsv(args.hard_negatives)
+        hard_audio = load_audio_cache(hard, cache / f"hard-{args.hard_negatives.stem}")
+        for _ in range(args.hard_repeat):
+            rows = rows + hard
+            audio = audio + [pad_min(a, int(0.3 * SR)) for a in hard_audio]
+        log(f"hard negatives: {len(hard)} clips x {args.hard_repeat} ({args.hard_negatives})")
     labels = [text_to_ids(u.text) if u.text else [] for u in rows]
     lengths = [len(a) for a in audio]
     log(f"{stage} data: {len(train)} real + {len(synth)} espeak-ng + {len(phrases)} phrases "
