@@ -76,6 +76,12 @@ pub struct ListenEvent {
     pub decided_at_stream: f64,
 }
 
+/// The default minimum confidence of an accepted command: chosen on the default model's dev
+/// speakers as the lowest threshold at which every rejection rate of the dev streams (digits,
+/// real and synthetic unseen words, noise) is at least 0.95 (`tests/listen_accuracy.rs`
+/// `dev_threshold_sweep`, docs/benchmarks.md).
+pub const DEFAULT_THRESHOLD: f32 = 0.5;
+
 /// How the listener decides.
 #[derive(Clone, Copy, Debug)]
 pub struct ListenConfig {
@@ -90,7 +96,7 @@ impl Default for ListenConfig {
     fn default() -> Self {
         ListenConfig {
             vad: VadConfig::default(),
-            threshold: 0.5,
+            threshold: DEFAULT_THRESHOLD,
             early_decision: true,
         }
     }

@@ -37,9 +37,10 @@ pub struct Args {
     /// every utterance is transcribed freely.
     #[arg(long)]
     commands: Option<PathBuf>,
-    /// Minimum confidence (0 to 1) of an accepted command; below it the utterance is reported
-    /// as rejected.
-    #[arg(long, default_value_t = 0.5, value_parser = parse_unit)]
+    /// Minimum confidence (0 to 1) of an accepted command, the phrase's posterior probability;
+    /// below it the utterance is reported as rejected. The default was chosen on the default
+    /// model's dev speakers.
+    #[arg(long, default_value_t = w2v::engine::listen::DEFAULT_THRESHOLD, value_parser = parse_unit)]
     threshold: f32,
     /// Without --commands: free transcripts only use words from this list (as `w2v transcribe
     /// --words`).
