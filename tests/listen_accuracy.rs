@@ -208,8 +208,12 @@ impl PlacedCount for Scores {
 
 #[test]
 fn test_speaker_streams_meet_the_measured_bounds() {
-    let c = listen(Split::Test, false, None, &[], "test-commands");
-    let n = listen(Split::Test, true, None, &[], "test-no-command");
+    // The two streams side by side (one core each).
+    let (c, n) = std::thread::scope(|scope| {
+        let c = scope.spawn(|| listen(Split::Test, false, None, &[], "test-commands"));
+        let n = listen(Split::Test, true, None, &[], "test-no-command");
+        (c.join().unwrap(), n)
+    });
     let f = Figures::of(&c, &n, None);
     eprintln!(
         "test command stream {:.1} min, no-command stream {:.1} min (default threshold)\n{}",
