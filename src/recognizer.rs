@@ -359,7 +359,7 @@ fn in_file(e: w2v_engine::BackendError, path: &Path) -> Error {
 
 /// The speech gate's default threshold (Silero's own default), or `None` where the gate is off
 /// by default.
-pub const DEFAULT_SPEECH_GATE: Option<f32> = Some(0.5);
+pub const DEFAULT_SPEECH_GATE: Option<f32> = Some(w2v_engine::speech_gate::DEFAULT_THRESHOLD);
 
 /// How a [`Stream`] cuts and decides utterances. The defaults are `w2v listen`'s.
 #[derive(Clone, Debug)]

@@ -25,6 +25,9 @@ use crate::backend::{BackendError, BackendOptions};
 /// The Silero VAD network (ONNX), as shipped in `models/silero_vad.onnx`.
 pub const SILERO_VAD_ONNX: &[u8] = include_bytes!("../../models/silero_vad.onnx");
 
+/// Silero's own default speech threshold, the gate's default.
+pub const DEFAULT_THRESHOLD: f32 = 0.5;
+
 /// The sample rate the network reads.
 pub const SAMPLE_RATE: u32 = 16_000;
 /// New samples per chunk (32 ms).

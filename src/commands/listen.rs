@@ -67,7 +67,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = SpeechGateArg::default())]
     speech_gate: SpeechGateArg,
     /// Speech gate: the speech probability (0 to 1) an utterance must reach.
-    #[arg(long, default_value_t = 0.5, value_parser = parse_unit)]
+    #[arg(long, default_value_t = w2v::engine::speech_gate::DEFAULT_THRESHOLD, value_parser = parse_unit)]
     speech_gate_threshold: f32,
     /// VAD: level above the noise floor that starts speech, in dB.
     #[arg(long, default_value_t = 10.0)]
@@ -203,10 +203,9 @@ impl Default for SpeechGateArg {
 
 impl std::fmt::Display for SpeechGateArg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SpeechGateArg::Silero => "silero",
-            SpeechGateArg::Off => "off",
-        })
+        use clap::ValueEnum;
+        let value = self.to_possible_value().expect("no variant is skipped");
+        f.write_str(value.get_name())
     }
 }
 
