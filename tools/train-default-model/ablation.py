@@ -3,14 +3,21 @@
 budgets, with loss curves as PNG plots and the table as Markdown.
 
   ablation.py run  --work WORK --label-minutes 10 --minutes 15 [--threads 1]
-      trains the small-label pair: finetune.py --init pretrained and --init scratch on a seeded
-      ~10-minute subset of the labeled clips, both with the same wall-clock budget, side by side
-      (one process each, --threads each), into WORK/ablation-<L>min/{finetune,scratch}/.
-      The all-labels pair is the main recipe's WORK/finetune and WORK/scratch.
+                   [--pretrained PRE/hf] [--out DIR] [--bf16]
+      trains one pair: finetune.py --init pretrained (from --pretrained, default WORK/pretrain/hf)
+      and --init scratch (the same architecture, random weights) on a seeded subset of about
+      --label-minutes of the labeled clips (100000: all of them), both with the same wall-clock
+      budget, side by side (one process each, --threads each), into
+      DIR/{finetune,scratch}/ (default WORK/ablation-<L>min). Side by side, any other load on
+      the machine slows both arms alike.
 
-  ablation.py report --work WORK --out DIR
-      reads every pair's done.json and curve.tsv (and the pre-training log lines) and writes
-      DIR/ablation.md (the table) and DIR/*.png (CTC loss against updates and minutes).
+  ablation.py report --work WORK --out DIR [--pair NAME=FOLDER ...] [--pretrain-log LOG]
+      reads every pair's done.json and curve.tsv and writes DIR/ablation.md (the table) and
+      DIR/ctc-loss.png (CTC loss against training minutes, one panel per pair). The pairs are
+      the --pair folders, or else the recipe's own (WORK itself and WORK/ablation-*min).
+      --pretrain-log: a `pretrain.py --objective bestrq` log, plotted as DIR/pretraining.png
+      (loss against its chance level, the label entropy); without it the contrastive lines of
+      WORK/logs/run-*.log.
 """
 import argparse
 import json
@@ -24,12 +31,16 @@ HERE = Path(__file__).resolve().parent
 
 def run(args):
     args.work = args.work.resolve()  # the same audio-cache keys as the recipe's (absolute) paths
-    out = args.work / f"ablation-{args.label_minutes:g}min"
+    out = (args.out or args.work / f"ablation-{args.label_minutes:g}min").resolve()
     procs = []
     for init, stage in (("pretrained", "finetune"), ("scratch", "scratch")):
         cmd = [sys.executable, str(HERE / "finetune.py"), "--init", init, "--work", str(args.work),
                "--out", str(out / stage), "--label-minutes", str(args.label_minutes),
                "--minutes", str(args.minutes), "--threads", str(args.threads), "--seed", str(args.seed)]
+        if args.pretrained is not None:
+            cmd += ["--pretrained", str(args.pretrained.resolve())]
+        if args.bf16:
+            cmd.append("--bf16")
         (out / stage).mkdir(parents=True, exist_ok=True)
         log = open(out / f"{stage}.log", "a")
         print("ablation:", " ".join(cmd), flush=True)
@@ -54,17 +65,19 @@ def smooth(v, k=25):
     return out
 
 
-def pretrain_curve(work: Path):
-    """(updates, contrastive loss, accuracy) from the pre-training lines of the run logs."""
-    pat = re.compile(r"step (\d+) .* loss [\d.]+ \(contr ([\d.]+) .* acc ([\d.]+)")
+def pretrain_curve(logs):
+    """{update: (loss, chance, accuracy)} from pre-training log lines: the contrastive lines
+    (chance ln 51) or the BEST-RQ ones (chance: the label entropy printed beside the loss)."""
+    contrastive = re.compile(r"step (\d+) .* loss [\d.]+ \(contr ([\d.]+) .* acc ([\d.]+)")
+    bestrq = re.compile(r"step (\d+) .* loss ([\d.]+) \(chance: label entropy ([\d.]+)\) acc ([\d.]+)")
     pts = {}
-    for log in sorted((work / "logs").glob("run-*.log")):
+    for log in logs:
         for line in log.read_text(errors="replace").splitlines():
-            m = pat.search(line)
-            if m:
-                pts[int(m.group(1))] = (float(m.group(2)), float(m.group(3)))
-    steps = sorted(pts)
-    return steps, [pts[s][0] for s in steps], [pts[s][1] for s in steps]
+            if m := bestrq.search(line):
+                pts[int(m.group(1))] = (float(m.group(2)), float(m.group(3)), float(m.group(4)))
+            elif m := contrastive.search(line):
+                pts[int(m.group(1))] = (float(m.group(2)), 3.932, float(m.group(3)))
+    return dict(sorted(pts.items()))
 
 
 def report(args):
@@ -72,9 +85,12 @@ def report(args):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    budgets = [("all labels", args.work)]
-    for d in sorted(args.work.glob("ablation-*min")):
-        budgets.append((d.name.removeprefix("ablation-").replace("min", " min of labels"), d))
+    if args.pair:
+        budgets = [(name, Path(folder)) for name, _, folder in (p.partition("=") for p in args.pair)]
+    else:
+        budgets = [("all labels", args.work)]
+        for d in sorted(args.work.glob("ablation-*min")):
+            budgets.append((d.name.removeprefix("ablation-").replace("min", " min of labels"), d))
     args.out.mkdir(parents=True, exist_ok=True)
     lines = ["| labels | init | label audio | updates | minutes | final CTC | dev WER | test WER | test CER | test phrases WER |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -103,17 +119,20 @@ def report(args):
     fig.tight_layout()
     fig.savefig(args.out / "ctc-loss.png", dpi=90)
 
-    steps, contr, acc = pretrain_curve(args.work)
+    bestrq = args.pretrain_log is not None
+    pts = pretrain_curve([args.pretrain_log] if bestrq else sorted((args.work / "logs").glob("run-*.log")))
+    steps = list(pts)
     if steps:
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(steps, contr, label="contrastive loss")
-        ax.axhline(3.932, color="grey", ls="--", lw=1, label="chance (ln 51)")
+        ax.plot(steps, [pts[s][0] for s in steps], label="masked-prediction loss" if bestrq else "contrastive loss")
+        ax.plot(steps, [pts[s][1] for s in steps], color="grey", ls="--", lw=1,
+                label="chance (label entropy)" if bestrq else "chance (ln 51)")
         ax.set_xlabel("pre-training updates")
-        ax.set_ylabel("loss")
+        ax.set_ylabel("loss (nats)")
         ax2 = ax.twinx()
-        ax2.plot(steps, acc, color="C1", label="accuracy")
-        ax2.set_ylabel("contrastive accuracy")
-        ax.set_title("wav2vec 2.0 pre-training")
+        ax2.plot(steps, [pts[s][2] for s in steps], color="C1", label="accuracy")
+        ax2.set_ylabel("accuracy on masked steps")
+        ax.set_title("BEST-RQ pre-training" if bestrq else "wav2vec 2.0 pre-training")
         ax.legend(loc="upper right")
         ax.grid(alpha=0.3)
         fig.tight_layout()
@@ -132,9 +151,15 @@ def main():
     r.add_argument("--minutes", type=float, default=15.0, help="training budget of each of the two runs")
     r.add_argument("--threads", type=int, default=1, help="torch threads of each of the two runs")
     r.add_argument("--seed", type=int, default=1234)
+    r.add_argument("--bf16", action="store_true", help="both arms: finetune.py --bf16 (bfloat16 autocast)")
+    r.add_argument("--pretrained", type=Path, default=None, help="pre-trained HF folder (default WORK/pretrain/hf)")
+    r.add_argument("--out", type=Path, default=None, help="the pair's folder (default WORK/ablation-<L>min)")
     p = sub.add_parser("report")
     p.add_argument("--work", type=Path, default=HERE / "work" / "full")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--pair", action="append", default=[], metavar="NAME=FOLDER",
+                   help="a pair's folder (holding finetune/ and scratch/) and its row label; repeatable")
+    p.add_argument("--pretrain-log", type=Path, default=None, help="a pretrain.py --objective bestrq log")
     args = ap.parse_args()
     (run if args.cmd == "run" else report)(args)
 

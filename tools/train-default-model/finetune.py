@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Stages 2 and 3: CTC training on the labeled data.
 
---init pretrained  (stage "finetune") starts from WORK/pretrain/hf, as in the paper: the CNN
-                   feature encoder stays frozen, a randomly initialised linear CTC head over
+--init pretrained  (stage "finetune") starts from --pretrained (default WORK/pretrain/hf), as in the
+                   paper: the CNN feature encoder stays frozen, a randomly initialised linear CTC head over
                    base-960h's 32 characters is added, and for the first --freeze-fraction of the
                    stage only that head is trained, then head + Transformer.
 --init warm        (stage "warm") continues training a model that was already trained, read from
@@ -147,6 +147,9 @@ def main():
     ap.add_argument("--init", choices=["pretrained", "scratch", "warm"], required=True)
     ap.add_argument("--init-from", type=Path, default=None,
                     help="--init warm: the Hugging Face folder to continue from")
+    ap.add_argument("--pretrained", type=Path, default=None,
+                    help="--init pretrained: the pre-training stage's Hugging Face folder "
+                         "(default WORK/pretrain/hf); --init scratch copies its architecture")
     ap.add_argument("--negatives", action="store_true",
                     help="add rejection material (other words, noise clips, noisy mixes)")
     ap.add_argument("--mixes", type=int, default=1500, help="--negatives: training clips mixed with real noise")
@@ -236,7 +239,7 @@ def main():
         f"-> {len(rows)} clips <= {args.max_seconds:.0f} s, {sum(lengths) / SR / 60:.1f} min")
 
     # ---- model
-    pre = args.work / "pretrain" / "hf"
+    pre = args.pretrained or args.work / "pretrain" / "hf"
     overrides = dict(mask_time_prob=args.mask_time_p * args.mask_time_length,
                      mask_time_length=args.mask_time_length, mask_time_min_masks=0,
                      mask_feature_prob=args.mask_channel_prob,
