@@ -153,10 +153,11 @@ def main():
     ap.add_argument("--negatives", action="store_true",
                     help="add rejection material (other words, noise clips, noisy mixes)")
     ap.add_argument("--mixes", type=int, default=1500, help="--negatives: training clips mixed with real noise")
-    ap.add_argument("--hard-negatives", type=Path, default=None,
-                    help="a manifest of clips that fired a command (tests/listen_accuracy.rs "
+    ap.add_argument("--hard-negatives", type=Path, nargs="+", default=None, metavar="FILE",
+                    help="manifests of clips that fired a command (tests/listen_accuracy.rs "
                          "mine_hard_negatives writes manifest/hard-negatives.tsv), trained on with "
-                         "their true transcripts, --hard-repeat times each")
+                         "their true transcripts, --hard-repeat times each (a clip listed in "
+                         "several files counts once)")
     ap.add_argument("--hard-repeat", type=int, default=3)
     ap.add_argument("--minutes", type=float, default=25.0, help="wall-clock budget of this stage")
     ap.add_argument("--steps", type=int, default=None, help="fixed number of updates (overrides --minutes)")
@@ -226,13 +227,20 @@ def main():
     if args.negatives:
         more_rows, more_audio = make_negatives(args.work, cache, rows, audio, args.mixes, args.seed)
         rows, audio = rows + more_rows, audio + [pad_min(a, int(0.3 * SR)) for a in more_audio]
-    if args.hard_negatives is not None:
-        hard = read_tsv(args.hard_negatives)
-        hard_audio = load_audio_cache(hard, cache / f"hard-{args.hard_negatives.stem}")
+    if args.hard_negatives:
+        hard, hard_audio, seen = [], [], set()
+        for f in args.hard_negatives:
+            listed = read_tsv(f)
+            for u, a in zip(listed, load_audio_cache(listed, cache / f"hard-{f.stem}")):
+                if u.path not in seen:
+                    seen.add(u.path)
+                    hard.append(u)
+                    hard_audio.append(a)
         for _ in range(args.hard_repeat):
             rows = rows + hard
             audio = audio + [pad_min(a, int(0.3 * SR)) for a in hard_audio]
-        log(f"hard negatives: {len(hard)} clips x {args.hard_repeat} ({args.hard_negatives})")
+        log(f"hard negatives: {len(hard)} clips x {args.hard_repeat} "
+            f"({', '.join(str(f) for f in args.hard_negatives)})")
     labels = [text_to_ids(u.text) if u.text else [] for u in rows]
     lengths = [len(a) for a in audio]
     log(f"{stage} data: {len(train)} real + {len(synth)} espeak-ng + {len(phrases)} phrases "
