@@ -16,8 +16,8 @@ budgets, with loss curves as PNG plots and the table as Markdown.
       DIR/ctc-loss.png (CTC loss against training minutes, one panel per pair). The pairs are
       the --pair folders, or else the recipe's own (WORK itself and WORK/ablation-*min).
       --pretrain-log: a `pretrain.py --objective bestrq` log, plotted as DIR/pretraining.png
-      (loss against its chance level, the label entropy); without it the contrastive lines of
-      WORK/logs/run-*.log.
+      (loss against its chance level, the label entropy) and the table's rows name BEST-RQ;
+      without it the contrastive lines of WORK/logs/run-*.log.
 """
 import argparse
 import json
@@ -96,7 +96,8 @@ def report(args):
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     fig, axes = plt.subplots(1, len(budgets), figsize=(6 * len(budgets), 4), squeeze=False)
     for ax, (name, base) in zip(axes[0], budgets):
-        for stage, label in (("finetune", "pre-trained, frozen CNN"), ("scratch", "from scratch")):
+        pre_label = ("BEST-RQ" if args.pretrain_log else "contrastive") + " pre-trained, frozen CNN"
+        for stage, label in (("finetune", pre_label), ("scratch", "from scratch")):
             done = base / stage / "done.json"
             if not done.exists():
                 continue
