@@ -8,7 +8,7 @@
 //!   tuning) and every background-noise clip twice (as recorded and 10 dB louder: 200), in about
 //!   30 minutes: precision, recall, rejection per category, stream-time latency;
 //! * the no-command stream (about an hour): every test clip that is not a command (all digits,
-//!   unseen words, noise clips, command clips played backwards): false accepts per hour.
+//!   unseen words, noise clips): false accepts per hour.
 //!
 //! The threshold is the listener's default, chosen on the dev streams (`dev_threshold_sweep`,
 //! ignored: `cargo test --release --test listen_accuracy -- --ignored --nocapture`). The bounds
@@ -223,20 +223,20 @@ fn test_speaker_streams_meet_the_measured_bounds() {
     );
     let s = &f.commands;
     let share = |(k, n): (usize, usize)| k as f64 / n.max(1) as f64;
-    // Bounds: the figures measured with the shipped model (run 6, 2026-12-05: precision 0.908,
-    // recall 0.726, digits rejected 0.947, unseen real 11/12 and espeak-ng 0.991, noise 0/200,
-    // 17.3 false accepts per hour, p95 258 ms), less two or three events of slack for float
-    // differences between CPUs. Issue #27's targets are higher (see the module docs); the
-    // latency bound is the issue's own.
-    assert!(s.precision() >= 0.89, "precision {:.3}", s.precision());
-    assert!(s.recall() >= 0.71, "recall {:.3}", s.recall());
-    assert!(share(s.rejected(Category::KnownOog)) >= 0.92);
+    // Bounds: the figures measured with the shipped model (run 8, 2026-12-05, threshold 0.7:
+    // precision 0.944 (253/268), recall 0.715, digits rejected 0.967, unseen real 11/12 and
+    // espeak-ng 112/112, noise 0/200, 11.5 false accepts per hour, p95 258 ms), less two or three
+    // events of slack for float differences between CPUs. Issue #27's targets are higher (see
+    // the module docs); the latency bound is the issue's own.
+    assert!(s.precision() >= 0.93, "precision {:.3}", s.precision());
+    assert!(s.recall() >= 0.70, "recall {:.3}", s.recall());
+    assert!(share(s.rejected(Category::KnownOog)) >= 0.94);
     assert!(share(s.rejected(Category::Unseen)) >= 0.83);
-    assert!(share(s.rejected(Category::UnseenSynth)) >= 0.97);
+    assert!(share(s.rejected(Category::UnseenSynth)) >= 0.98);
     assert!(share(f.noise_fired()) <= 0.01);
     let fa_per_hour = f.no_command.accepted as f64 / f.hours;
     assert!(
-        fa_per_hour <= 20.0,
+        fa_per_hour <= 14.0,
         "{fa_per_hour:.1} false accepts per hour"
     );
     assert!(
@@ -296,8 +296,9 @@ fn dev_threshold_sweep() {
                 f.no_command.accepted as f64 / f.hours
             );
         }
-        let f = Figures::of(&c, &n, Some(0.5));
-        eprintln!("{label} at 0.50:\n{}", f.report());
+        let t = f64::from(w2v::engine::listen::DEFAULT_THRESHOLD);
+        let f = Figures::of(&c, &n, Some(t));
+        eprintln!("{label} at the default threshold {t:.2}:\n{}", f.report());
     }
 }
 
