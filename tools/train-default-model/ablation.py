@@ -112,7 +112,7 @@ def report(args):
                 _, minutes, ctc = read_curve(curve)
                 ax.plot(minutes, smooth(ctc), label=label)
         ax.set_title(f"CTC training, {name}")
-        ax.set_xlabel("training minutes (2 CPU cores)")
+        ax.set_xlabel("training minutes (wall clock)")
         ax.set_ylabel("CTC loss (mean over 25 updates)")
         ax.set_ylim(0, 4)
         ax.grid(alpha=0.3)
