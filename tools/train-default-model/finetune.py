@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Stages 2 and 3: CTC training on the labeled data.
 
---init pretrained  (stage "finetune") starts from --pretrained (default WORK/pretrain/hf), as in the
-                   paper: the CNN feature encoder stays frozen, a randomly initialised linear CTC head over
-                   base-960h's 32 characters is added, and for the first --freeze-fraction of the
-                   stage only that head is trained, then head + Transformer.
+--init pretrained  (stage "finetune") starts from --pretrained (default WORK/pretrain/hf), as
+                   in the paper: the CNN feature encoder stays frozen, a randomly initialised
+                   linear CTC head over base-960h's 32 characters is added, and for the first
+                   --freeze-fraction of the stage only that head is trained, then head +
+                   Transformer.
 --init warm        (stage "warm") continues training a model that was already trained, read from
                    --init-from (a Hugging Face folder; `onnx_to_hf.py models/default.onnx` makes
                    one from the shipped model), feature encoder included, so that each recipe
@@ -26,9 +27,10 @@ espeak-ng utterances and the concatenated train phrases (WORK/synth/). Length-bu
 about --batch-seconds of audio, padded with zeros after per-clip normalization, no attention mask
 (group-norm feature encoder: the exported model takes none either).
 
---hard-negatives FILE adds clips that made the listener fire a command (hard-negative mining on the
-training speakers' no-command stream, `mine_hard_negatives` in tests/listen_accuracy.rs), each
---hard-repeat times, with their true transcripts (a digit's spelling, an empty transcript for noise).
+--hard-negatives FILE [FILE ...] adds clips that made the listener fire a command (hard-negative
+mining on the training speakers' no-command stream, `mine_hard_negatives` in
+tests/listen_accuracy.rs; a clip listed in several files counts once), each --hard-repeat times,
+with their true transcripts (a digit's spelling, an empty transcript for noise).
 
 --negatives adds training material for rejection (manifest/negatives-train.tsv, train speakers and
 noise clips only): other words with their spelling, background-noise clips with an empty
@@ -235,10 +237,9 @@ def main():
                 if u.path not in seen:
                     seen.add(u.path)
                     hard.append(u)
-                    hard_audio.append(a)
-        for _ in range(args.hard_repeat):
-            rows = rows + hard
-            audio = audio + [pad_min(a, int(0.3 * SR)) for a in hard_audio]
+                    hard_audio.append(pad_min(a, int(0.3 * SR)))
+        rows = rows + hard * args.hard_repeat
+        audio = audio + hard_audio * args.hard_repeat
         log(f"hard negatives: {len(hard)} clips x {args.hard_repeat} "
             f"({', '.join(str(f) for f in args.hard_negatives)})")
     labels = [text_to_ids(u.text) if u.text else [] for u in rows]
