@@ -6,9 +6,12 @@ stage (greedy WER on dev, test and the phrases, noise clips left empty: OUT/done
 
   average.py --work WORK --out WORK/avg89 WORK/warm8/hf WORK/warm9/hf
 
-Average checkpoints of one trajectory (a run and the run that continued from it): the mean of
-unrelated models is not a model. The updates count (`w2v-updates.json`) is the largest of the
-inputs', whose histories it keeps, plus an "average" entry naming the folders.
+Average checkpoints that share their start: late checkpoints of one run, a run and the run that
+continued from it, or runs that each continued from the same weights with other seeds and
+augmentation (a "model soup"; run 12, shipped, is the mean of two such runs' last two
+checkpoints each). The mean of unrelated models is not a model. The updates count (`w2v-updates.json`) is the largest of the
+inputs' (the longest trajectory), whose history it keeps, plus an "average" entry giving each
+input's folder, count and last stage.
 """
 import argparse
 import json
@@ -57,13 +60,16 @@ def main():
     shutil.rmtree(hf, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
     save_hf_ctc(model, hf)
-    updates = [json.loads((f / "w2v-updates.json").read_text()) for f in args.folders
-               if (f / "w2v-updates.json").exists()]
+    updates = {f: json.loads((f / "w2v-updates.json").read_text()) for f in args.folders
+               if (f / "w2v-updates.json").exists()}
     if updates:
-        best = max(updates, key=lambda u: u["total_updates"])
+        best = max(updates.values(), key=lambda u: u["total_updates"])
+        # Each input's own count and last stage, so an average of two branches (runs that each
+        # continued from the same weights) shows both.
+        of = [dict(folder=str(f), total_updates=u["total_updates"], last=u["history"][-1])
+              for f, u in updates.items()]
         write_json(hf / "w2v-updates.json", dict(
-            total_updates=best["total_updates"],
-            history=best["history"] + [dict(stage="average", of=[str(f) for f in args.folders])]))
+            total_updates=best["total_updates"], history=best["history"] + [dict(stage="average", of=of)]))
     metrics = evaluate_all(model, args.work, args.smoke, args.work / "cache", args.out)
     write_json(args.out / "done.json", dict(stage="average", folders=[str(f) for f in args.folders],
                                             metrics=metrics, hf=str(hf)))

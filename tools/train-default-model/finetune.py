@@ -188,6 +188,12 @@ def main():
                          "optimizer and CTC loss stay float32); faster where the CPU has bf16 "
                          "dot-product instructions (AVX512_BF16/AMX), slower where it has not")
     ap.add_argument("--ckpt-every", type=float, default=300.0)
+    ap.add_argument("--snapshot-every", type=float, default=0.0, metavar="SECONDS",
+                    help="also save the weights as a Hugging Face folder OUT/snapshots/step-N/hf this "
+                         "often once --snapshot-from of the stage has passed, for average.py "
+                         "(0: never)")
+    ap.add_argument("--snapshot-from", type=float, default=0.5,
+                    help="fraction of the stage after which --snapshot-every applies")
     ap.add_argument("--label-minutes", type=float, default=None,
                     help="label budget: train on a seeded random subset of the labeled clips totalling "
                          "about this many minutes (the ablation's small budget); default: all")
@@ -301,7 +307,7 @@ def main():
         curve = s.get("curve", [])
         log(f"resumed at step {budget.step}, {budget.spent / 60:.1f} min spent")
 
-    last_ckpt = last_log = time.monotonic()
+    last_ckpt = last_log = last_snap = time.monotonic()
     hist, mid_eval_done, frozen = [], budget.progress >= 0.5, None
     while not budget.done():
         epoch += 1
@@ -347,6 +353,15 @@ def main():
                                        np_gen=rng.bit_generator.state, spent=budget.spent,
                                        step=budget.step, epoch=epoch, curve=curve), ckpt)
                 last_ckpt = now
+            if (args.snapshot_every > 0 and budget.progress >= args.snapshot_from
+                    and now - last_snap > args.snapshot_every and not budget.done()):
+                snap = out_dir / "snapshots" / f"step-{budget.step}" / "hf"
+                model.eval()
+                save_hf_ctc(model, snap)
+                write_json(snap / "w2v-updates.json", updates_seen(prior, args.init, stage, budget))
+                model.train()
+                log(f"step {budget.step}: snapshot -> {snap}")
+                last_snap = now
             if not mid_eval_done and budget.progress >= 0.5 and not args.smoke:
                 mid_eval_done = True
                 rows_dev = data_rows(args.work, "dev", args.smoke)
@@ -362,10 +377,7 @@ def main():
     shutil.rmtree(hf, ignore_errors=True)
     model.eval()
     save_hf_ctc(model, hf)
-    # Updates the weights have seen over all runs, for the model card.
-    total = (prior["total_updates"] if prior else 0) + budget.step if args.init == "warm" else budget.step
-    history = (prior["history"] if prior else []) + [dict(stage=stage, updates=budget.step, minutes=round(train_minutes, 1))]
-    write_json(hf / "w2v-updates.json", dict(total_updates=total, history=history))
+    write_json(hf / "w2v-updates.json", updates_seen(prior, args.init, stage, budget))
     with open(out_dir / "curve.tsv", "w") as f:
         f.write("update\tseconds\tlr\tctc\n")
         f.writelines(f"{u}\t{t}\t{lr:.3e}\t{c}\n" for u, t, lr, c in curve)
@@ -377,6 +389,14 @@ def main():
         metrics=metrics, hf=str(hf), args=vars(args)))
     ckpt.unlink(missing_ok=True)
     log(f"{stage}: -> {hf}")
+
+
+def updates_seen(prior, init, stage, budget):
+    """Updates the weights have seen over all runs, for the model card (w2v-updates.json)."""
+    total = (prior["total_updates"] if prior else 0) + budget.step if init == "warm" else budget.step
+    history = (prior["history"] if prior else []) + [
+        dict(stage=stage, updates=budget.step, minutes=round(budget.spent / 60, 1))]
+    return dict(total_updates=total, history=history)
 
 
 if __name__ == "__main__":
