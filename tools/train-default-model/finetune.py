@@ -356,10 +356,7 @@ def main():
             if (args.snapshot_every > 0 and budget.progress >= args.snapshot_from
                     and now - last_snap > args.snapshot_every and not budget.done()):
                 snap = out_dir / "snapshots" / f"step-{budget.step}" / "hf"
-                model.eval()
-                save_hf_ctc(model, snap)
-                write_json(snap / "w2v-updates.json", updates_seen(prior, args.init, stage, budget))
-                model.train()
+                save_weights(model, snap, prior, args.init, stage, budget)
                 log(f"step {budget.step}: snapshot -> {snap}")
                 last_snap = now
             if not mid_eval_done and budget.progress >= 0.5 and not args.smoke:
@@ -376,8 +373,7 @@ def main():
     hf = out_dir / "hf"
     shutil.rmtree(hf, ignore_errors=True)
     model.eval()
-    save_hf_ctc(model, hf)
-    write_json(hf / "w2v-updates.json", updates_seen(prior, args.init, stage, budget))
+    save_weights(model, hf, prior, args.init, stage, budget)
     with open(out_dir / "curve.tsv", "w") as f:
         f.write("update\tseconds\tlr\tctc\n")
         f.writelines(f"{u}\t{t}\t{lr:.3e}\t{c}\n" for u, t, lr, c in curve)
@@ -391,12 +387,14 @@ def main():
     log(f"{stage}: -> {hf}")
 
 
-def updates_seen(prior, init, stage, budget):
-    """Updates the weights have seen over all runs, for the model card (w2v-updates.json)."""
+def save_weights(model, folder, prior, init, stage, budget):
+    """The Hugging Face folder, with the updates the weights have seen over all runs
+    (w2v-updates.json, for the model card)."""
+    save_hf_ctc(model, folder)
     total = (prior["total_updates"] if prior else 0) + budget.step if init == "warm" else budget.step
     history = (prior["history"] if prior else []) + [
         dict(stage=stage, updates=budget.step, minutes=round(budget.spent / 60, 1))]
-    return dict(total_updates=total, history=history)
+    write_json(folder / "w2v-updates.json", dict(total_updates=total, history=history))
 
 
 if __name__ == "__main__":
