@@ -44,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     w2v::engine::fs::atomic_write_bytes(&out, &tuned.encode_to_vec())?;
     let mut recognizer = Recognizer::open(&out, &Options::default())?;
     let text = recognizer
-        .transcribe_file("samples/nine-zero-five-one.wav")?
+        .transcribe_file("samples/zero-zero-six-seven.wav")?
         .text;
     std::fs::remove_file(&out)?;
     println!("{text}");

@@ -1,7 +1,7 @@
 //! Transcribe an audio file with the shipped model, using only the library.
 //!
 //! ```sh
-//! cargo run --release --example transcribe -- samples/nine-zero-five-one.wav
+//! cargo run --release --example transcribe -- samples/zero-zero-six-seven.wav
 //! ```
 
 use w2v::{Options, Recognizer};
@@ -9,7 +9,7 @@ use w2v::{Options, Recognizer};
 fn main() -> Result<(), w2v::Error> {
     let file = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "samples/nine-zero-five-one.wav".into());
+        .unwrap_or_else(|| "samples/zero-zero-six-seven.wav".into());
     let mut recognizer = Recognizer::open_default(&Options::default())?;
     let transcript = recognizer.transcribe_file(&file)?;
     println!("{}", transcript.text);

@@ -9,8 +9,8 @@
 //!
 //! // The shipped model on tract; Recognizer::open("model.onnx", &options) opens another.
 //! let mut recognizer = Recognizer::open_default(&Options::default())?;
-//! let transcript = recognizer.transcribe_file("samples/nine-zero-five-one.wav")?;
-//! println!("{}", transcript.text); // NINE ZERO FIVE ONE
+//! let transcript = recognizer.transcribe_file("samples/zero-zero-six-seven.wav")?;
+//! println!("{}", transcript.text); // ZERO ZERO SIX SEVEN
 //! for word in &transcript.words {
 //!     println!("{:.2}-{:.2} s {} ({:.2})", word.start, word.end, word.text, word.confidence);
 //! }
@@ -85,7 +85,7 @@ const _: () = {
 /// Decode an audio file (WAV, FLAC, MP3, OGG/Vorbis) to mono samples at `rate` Hz.
 ///
 /// ```
-/// let samples = w2v::load_audio("samples/nine-zero-five-one.wav", 16_000)?;
+/// let samples = w2v::load_audio("samples/zero-zero-six-seven.wav", 16_000)?;
 /// assert!(samples.len() > 16_000);
 /// # Ok::<(), w2v::Error>(())
 /// ```

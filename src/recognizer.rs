@@ -53,8 +53,8 @@ pub use w2v_engine::transcriber::DEFAULT_CHUNK_SECONDS;
 /// use w2v::{Options, Recognizer};
 ///
 /// let mut recognizer = Recognizer::open_default(&Options::default())?;
-/// let transcript = recognizer.transcribe_file("samples/nine-zero-five-one.wav")?;
-/// assert_eq!(transcript.text, "NINE ZERO FIVE ONE");
+/// let transcript = recognizer.transcribe_file("samples/zero-zero-six-seven.wav")?;
+/// assert_eq!(transcript.text, "ZERO ZERO SIX SEVEN");
 /// # Ok::<(), w2v::Error>(())
 /// ```
 pub struct Recognizer {
@@ -163,9 +163,9 @@ impl Recognizer {
     ///
     /// let mut recognizer = Recognizer::open_default(&Options::default())?;
     /// // Telephone-rate audio, as a capture card might deliver it.
-    /// let samples = w2v::load_audio("samples/nine-zero-five-one.wav", 8_000)?;
+    /// let samples = w2v::load_audio("samples/zero-zero-six-seven.wav", 8_000)?;
     /// let transcript = recognizer.transcribe(&samples, 8_000)?;
-    /// assert_eq!(transcript.text, "NINE ZERO FIVE ONE");
+    /// assert_eq!(transcript.text, "ZERO ZERO SIX SEVEN");
     /// assert!(transcript.words[0].start < transcript.words[1].start);
     /// # Ok::<(), w2v::Error>(())
     /// ```
@@ -274,7 +274,7 @@ impl Recognizer {
     /// use w2v::{Options, Recognizer, StreamOptions};
     ///
     /// let mut recognizer = Recognizer::open_default(&Options::default())?;
-    /// let samples = w2v::load_audio("samples/nine-zero-five-one.wav", 16_000)?;
+    /// let samples = w2v::load_audio("samples/zero-zero-six-seven.wav", 16_000)?;
     /// let mut stream = recognizer.stream(&StreamOptions::default())?;
     /// for block in samples.chunks(1_600) {
     ///     // 100 ms at a time, as a microphone delivers it.
@@ -282,7 +282,7 @@ impl Recognizer {
     ///         println!("{:.2}-{:.2} s: {}", event.start, event.end, event.text);
     ///     }
     /// }
-    /// assert_eq!(stream.finish()?.text, "NINE ZERO FIVE ONE");
+    /// assert_eq!(stream.finish()?.text, "ZERO ZERO SIX SEVEN");
     /// # Ok::<(), w2v::Error>(())
     /// ```
     pub fn stream(&mut self, options: &StreamOptions) -> Result<Stream<'_>> {

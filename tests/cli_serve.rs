@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::repo;
 use serde_json::{json, Value};
 
-const SAMPLE: &str = "samples/nine-zero-five-one.wav";
+const SAMPLE: &str = "samples/zero-zero-six-seven.wav";
 
 struct Server {
     child: Child,
@@ -265,20 +265,20 @@ fn http_and_wyoming_transcribe_the_readme_sample() {
     let server = Server::start(&["--max-concurrent", "1"]);
     let addr = server.http();
 
-    let a = transcribe(addr, &sample(), "nine.wav", None);
+    let a = transcribe(addr, &sample(), "sample.wav", None);
     assert_eq!(a.status, 200, "{}", a.text());
-    assert_eq!(a.json(), json!({"text": "NINE ZERO FIVE ONE"}));
-    let a = transcribe(addr, &sample(), "nine.wav", Some("text"));
-    assert_eq!(a.text(), "NINE ZERO FIVE ONE\n");
-    let a = transcribe(addr, &sample(), "nine.wav", Some("srt"));
+    assert_eq!(a.json(), json!({"text": "ZERO ZERO SIX SEVEN"}));
+    let a = transcribe(addr, &sample(), "sample.wav", Some("text"));
+    assert_eq!(a.text(), "ZERO ZERO SIX SEVEN\n");
+    let a = transcribe(addr, &sample(), "sample.wav", Some("srt"));
     assert!(a.text().starts_with("1\n00:00:00,"), "{}", a.text());
-    let a = transcribe(addr, &sample(), "nine.wav", Some("vtt"));
+    let a = transcribe(addr, &sample(), "sample.wav", Some("vtt"));
     assert!(a.text().starts_with("WEBVTT\n\n"), "{}", a.text());
-    let v = transcribe(addr, &sample(), "nine.wav", Some("verbose_json")).json();
-    assert_eq!(v["text"], "NINE ZERO FIVE ONE");
+    let v = transcribe(addr, &sample(), "sample.wav", Some("verbose_json")).json();
+    assert_eq!(v["text"], "ZERO ZERO SIX SEVEN");
     let words = v["words"].as_array().unwrap();
     assert_eq!(words.len(), 4);
-    assert_eq!(words[0]["word"], "NINE");
+    assert_eq!(words[0]["word"], "ZERO");
     assert!(words[0]["start"].as_f64().unwrap() < words[3]["start"].as_f64().unwrap());
     assert!(v["duration"].as_f64().unwrap() > 2.0);
 
@@ -316,7 +316,7 @@ fn http_and_wyoming_transcribe_the_readme_sample() {
     assert_eq!(info["data"]["asr"][0]["installed"], true);
     let t = wyoming_transcribe(wy, &sample_pcm());
     assert_eq!(t["type"], "transcript", "{t}");
-    assert_eq!(t["data"]["text"], "NINE ZERO FIVE ONE");
+    assert_eq!(t["data"]["text"], "ZERO ZERO SIX SEVEN");
 
     let metrics = get(addr, "/metrics").text();
     assert!(
@@ -387,13 +387,13 @@ fn bad_input_gets_an_error_answer_and_others_are_unaffected() {
     );
     // Audio longer than --max-audio-seconds (the sample is 3.3 s).
     error(
-        &transcribe(addr, &sample(), "nine.wav", None),
+        &transcribe(addr, &sample(), "sample.wav", None),
         413,
-        &["nine.wav", "--max-audio-seconds"],
+        &["sample.wav", "--max-audio-seconds"],
     );
     // An unknown response format.
     error(
-        &transcribe(addr, &sample(), "nine.wav", Some("yaml")),
+        &transcribe(addr, &sample(), "sample.wav", Some("yaml")),
         400,
         &["yaml"],
     );
@@ -458,7 +458,7 @@ fn bad_input_gets_an_error_answer_and_others_are_unaffected() {
 fn websocket_streams_commands_and_a_full_queue_answers_busy() {
     let dir = tempfile::tempdir().unwrap();
     let grammar = dir.path().join("commands.txt");
-    std::fs::write(&grammar, "go up\ngo down\nno\nstop\nnine zero five one\n").unwrap();
+    std::fs::write(&grammar, "go up\ngo down\nno\nstop\nzero zero six seven\n").unwrap();
     let server = Server::start(&[
         "--max-concurrent",
         "1",
@@ -484,7 +484,7 @@ fn websocket_streams_commands_and_a_full_queue_answers_busy() {
         in_flight, 1,
         "the WebSocket stream never took the recognizer"
     );
-    let busy = transcribe(addr, &sample(), "nine.wav", None);
+    let busy = transcribe(addr, &sample(), "sample.wav", None);
     assert_eq!(busy.status, 503, "{}", busy.text());
     assert!(busy.headers.to_ascii_lowercase().contains("retry-after: 1"));
     assert!(busy.json()["error"]["message"]
@@ -528,7 +528,7 @@ fn websocket_streams_commands_and_a_full_queue_answers_busy() {
     // The recognizer is back: uploads work again.
     let mut ok = false;
     for _ in 0..50 {
-        if transcribe(addr, &sample(), "nine.wav", None).status == 200 {
+        if transcribe(addr, &sample(), "sample.wav", None).status == 200 {
             ok = true;
             break;
         }
@@ -564,7 +564,7 @@ fn shutdown_finishes_the_request_in_flight() {
             _ => {}
         }
     };
-    assert_eq!(fin["text"], "NINE ZERO FIVE ONE");
+    assert_eq!(fin["text"], "ZERO ZERO SIX SEVEN");
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
 }

@@ -22,9 +22,9 @@ fn recognizer() -> Recognizer {
 #[test]
 fn transcribes_the_readme_sample_like_the_cli() {
     let mut r = recognizer();
-    let file = sample("nine-zero-five-one.wav");
+    let file = sample("zero-zero-six-seven.wav");
     let t = r.transcribe_file(&file).unwrap();
-    assert_eq!(t.text, "NINE ZERO FIVE ONE");
+    assert_eq!(t.text, "ZERO ZERO SIX SEVEN");
     assert_eq!(t.words.len(), 4);
     let cli = w2v(["transcribe", file.to_str().unwrap()]);
     assert_eq!(cli.stdout.trim(), t.text);
@@ -36,7 +36,7 @@ fn transcribes_the_readme_sample_like_the_cli() {
 #[test]
 fn samples_at_any_rate_give_the_file_transcript() {
     let mut r = recognizer();
-    let file = sample("nine-zero-five-one.wav");
+    let file = sample("zero-zero-six-seven.wav");
     let at_16k = w2v::load_audio(&file, 16_000).unwrap();
     let from_file = r.transcribe_file(&file).unwrap();
     let direct = r.transcribe(&at_16k, 16_000).unwrap();
@@ -53,7 +53,7 @@ fn streaming_in_small_blocks_finds_each_utterance() {
     let mut r = recognizer();
     let mut events = Vec::new();
     let mut result = None;
-    for name in ["nine-zero-five-one.wav", "go-up.wav"] {
+    for name in ["zero-zero-six-seven.wav", "go-up.wav"] {
         let samples = w2v::load_audio(sample(name), 16_000).unwrap();
         let mut stream = r.stream(&StreamOptions::default()).unwrap();
         for block in samples.chunks(160) {
@@ -183,8 +183,10 @@ fn onnx_runtime_with_tensorrt_is_chosen_exactly_as_the_cli_does() {
     let mut r = Recognizer::open_default(&tensorrt(true)).unwrap();
     assert_eq!(r.backend_name(), "ort");
     assert_eq!(r.execution_providers(), [w2v::Provider::Cpu]);
-    let t = r.transcribe_file(sample("nine-zero-five-one.wav")).unwrap();
-    assert_eq!(t.text, "NINE ZERO FIVE ONE");
+    let t = r
+        .transcribe_file(sample("zero-zero-six-seven.wav"))
+        .unwrap();
+    assert_eq!(t.text, "ZERO ZERO SIX SEVEN");
     // And `w2v doctor` judges the same way `--provider auto` does.
     let available = w2v::provider_availability();
     assert!(available.tensorrt.is_err() && available.cpu.is_ok());
@@ -196,8 +198,8 @@ fn onnx_runtime_with_tensorrt_is_chosen_exactly_as_the_cli_does() {
 fn listen_decodes_free_transcripts_with_the_decoder_flags() {
     let dir = tempfile::tempdir().unwrap();
     let words = dir.path().join("words.txt");
-    std::fs::write(&words, "NINE\nFIVE\n").unwrap();
-    let file = sample("nine-zero-five-one.wav");
+    std::fs::write(&words, "ZERO\nSIX\n").unwrap();
+    let file = sample("zero-zero-six-seven.wav");
     let texts = |extra: &[&std::ffi::OsStr]| -> Vec<String> {
         let mut args: Vec<&std::ffi::OsStr> = vec![
             "listen".as_ref(),
@@ -218,11 +220,11 @@ fn listen_decodes_free_transcripts_with_the_decoder_flags() {
             })
             .collect()
     };
-    assert_eq!(texts(&[]), ["NINE ZERO FIVE ONE"]);
+    assert_eq!(texts(&[]), ["ZERO ZERO SIX SEVEN"]);
     let constrained = texts(&["--words".as_ref(), words.as_os_str()]);
     assert_eq!(constrained.len(), 1);
     for w in constrained[0].split_whitespace() {
-        assert!(w == "NINE" || w == "FIVE", "{constrained:?}");
+        assert!(w == "ZERO" || w == "SIX", "{constrained:?}");
     }
     // A grammar decides by its own scoring: decoder flags with --commands are refused.
     let grammar = dir.path().join("commands.txt");

@@ -223,13 +223,14 @@ fn test_speaker_streams_meet_the_measured_bounds() {
     );
     let s = &f.commands;
     let share = |(k, n): (usize, usize)| k as f64 / n.max(1) as f64;
-    // Bounds: the figures measured with the shipped model (run 8, 2026-12-05, threshold 0.7:
-    // precision 0.944 (253/268), recall 0.715, digits rejected 0.967, unseen real 11/12 and
-    // espeak-ng 112/112, noise 0/200, 11.5 false accepts per hour, p95 258 ms), less two or three
-    // events of slack for float differences between CPUs. Issue #27's targets are higher (see
-    // the module docs); the latency bound is the issue's own.
-    assert!(s.precision() >= 0.93, "precision {:.3}", s.precision());
-    assert!(s.recall() >= 0.70, "recall {:.3}", s.recall());
+    // Bounds: the figures measured with the shipped model (the mean of recipe runs 10 and 11,
+    // 2026-12-06, threshold 0.8: precision 0.956 (241/252), recall 0.681, digits rejected 0.967,
+    // unseen real 12/12 and espeak-ng 112/112, noise 0/200, 12.3 false accepts per hour (15 in
+    // 1.22 h), p95 237 ms), less two or three events of slack for float differences between
+    // CPUs. Issue #27's targets are higher (see the module docs); the latency bound is the
+    // issue's own.
+    assert!(s.precision() >= 0.94, "precision {:.3}", s.precision());
+    assert!(s.recall() >= 0.67, "recall {:.3}", s.recall());
     assert!(share(s.rejected(Category::KnownOog)) >= 0.94);
     assert!(share(s.rejected(Category::Unseen)) >= 0.83);
     assert!(share(s.rejected(Category::UnseenSynth)) >= 0.98);

@@ -80,7 +80,7 @@ pub struct ListenEvent {
 /// speakers as the lowest threshold at which every rejection rate of the dev streams (digits,
 /// real and synthetic unseen words, noise) is at least 0.95 (`tests/listen_accuracy.rs`
 /// `dev_threshold_sweep`, docs/benchmarks.md).
-pub const DEFAULT_THRESHOLD: f32 = 0.7;
+pub const DEFAULT_THRESHOLD: f32 = 0.8;
 
 /// How the listener decides.
 #[derive(Clone, Copy, Debug)]

@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn speech_passes() {
-        let path = w2v_test_support::paths::repo_root().join("samples/nine-zero-five-one.wav");
+        let path = w2v_test_support::paths::repo_root().join("samples/zero-zero-six-seven.wav");
         let x = crate::audio::load(&path, SAMPLE_RATE).unwrap();
         let mut g = SpeechGate::silero(0.5).unwrap();
         let (pass, max) = g.check(&x).unwrap();
@@ -157,7 +157,7 @@ mod tests {
         // ONNX Runtime's probabilities for the same chunks
         // (tools/fixtures/gen_silero_reference.py).
         let reference = w2v_test_support::paths::repo_root()
-            .join("tools/fixtures/silero/nine-zero-five-one.probs.json");
+            .join("tools/fixtures/silero/zero-zero-six-seven.probs.json");
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(reference).unwrap()).unwrap();
         let want: Vec<f32> = json["probabilities"]

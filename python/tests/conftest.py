@@ -7,8 +7,8 @@ import pytest
 
 # python/tests -> the repository root (samples/, models/, tools/fixtures/).
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "samples" / "nine-zero-five-one.wav"
-EXPECTED = "NINE ZERO FIVE ONE"
+SAMPLE = REPO / "samples" / "zero-zero-six-seven.wav"
+EXPECTED = "ZERO ZERO SIX SEVEN"
 
 
 @pytest.fixture(scope="session")

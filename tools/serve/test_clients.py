@@ -19,7 +19,7 @@ from wyoming.client import AsyncTcpClient
 from wyoming.info import Describe, Info
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "samples" / "nine-zero-five-one.wav"
+SAMPLE = REPO / "samples" / "zero-zero-six-seven.wav"
 HTTP = os.environ["W2V_HTTP"]
 WYOMING = os.environ["W2V_WYOMING"]
 
@@ -34,7 +34,7 @@ def test_openai_client_transcribes_the_readme_sample():
     client = openai.OpenAI(base_url=f"http://{HTTP}/v1", api_key="unused")
     with open(SAMPLE, "rb") as f:
         t = client.audio.transcriptions.create(model="w2v", file=f)
-    assert t.text == "NINE ZERO FIVE ONE"
+    assert t.text == "ZERO ZERO SIX SEVEN"
     with open(SAMPLE, "rb") as f:
         v = client.audio.transcriptions.create(
             model="w2v",
@@ -42,7 +42,7 @@ def test_openai_client_transcribes_the_readme_sample():
             response_format="verbose_json",
             timestamp_granularities=["word"],
         )
-    assert [w.word for w in v.words] == ["NINE", "ZERO", "FIVE", "ONE"]
+    assert [w.word for w in v.words] == ["ZERO", "ZERO", "SIX", "SEVEN"]
     assert v.words[0].start < v.words[-1].end <= v.duration
     # `prompt` is used as hotwords: a held-out "zero" the model alone spells "ERO".
     zero = REPO.parent / "shared" / "data" / "fsdd" / "0_george_0.wav"
@@ -87,7 +87,7 @@ def test_wyoming_client_transcribes_the_readme_sample():
             assert Transcript.is_type(event.type), event
             return Transcript.from_event(event).text
 
-    assert asyncio.run(run()) == "NINE ZERO FIVE ONE"
+    assert asyncio.run(run()) == "ZERO ZERO SIX SEVEN"
 
 
 def test_websocket_client_streams_and_receives_events():

@@ -5,17 +5,17 @@ shipped model (``models/default.onnx``) is used:
 
 >>> import w2v
 >>> recognizer = w2v.Recognizer()
->>> transcript = recognizer.transcribe_file("samples/nine-zero-five-one.wav")
+>>> transcript = recognizer.transcribe_file("samples/zero-zero-six-seven.wav")
 >>> print(transcript.text)
-NINE ZERO FIVE ONE
+ZERO ZERO SIX SEVEN
 >>> [word.text for word in transcript.words]
 ['NINE', 'ZERO', 'FIVE', 'ONE']
 
 Samples in memory, at any sample rate (other rates than the model's are resampled):
 
->>> samples = w2v.load_audio("samples/nine-zero-five-one.wav", 8000)
+>>> samples = w2v.load_audio("samples/zero-zero-six-seven.wav", 8000)
 >>> recognizer.transcribe(samples, 8000).text
-'NINE ZERO FIVE ONE'
+'ZERO ZERO SIX SEVEN'
 
 Errors from the library (a file that cannot be read, a model that cannot be opened) are
 :class:`W2vError`, with a one-line message that names the file:
