@@ -9,7 +9,7 @@ shipped model (``models/default.onnx``) is used:
 >>> print(transcript.text)
 ZERO ZERO SIX SEVEN
 >>> [word.text for word in transcript.words]
-['NINE', 'ZERO', 'FIVE', 'ONE']
+['ZERO', 'ZERO', 'SIX', 'SEVEN']
 
 Samples in memory, at any sample rate (other rates than the model's are resampled):
 
