@@ -220,7 +220,7 @@ fn lm_build_makes_a_domain_lm_that_transcribe_uses() {
     assert_eq!(summary["sentences"], 10);
     let text = std::fs::read_to_string(&arpa).unwrap();
     assert!(text.starts_with("\\data\\\nngram 1="), "{text}");
-    let sample = repo().join("samples/zero-zero-six-seven.wav");
+    let sample = w2v_test_support::paths::sample(w2v_test_support::paths::README_SAMPLE);
     let run = w2v([
         "transcribe".as_ref(),
         "--lm".as_ref(),
@@ -228,7 +228,10 @@ fn lm_build_makes_a_domain_lm_that_transcribe_uses() {
         sample.as_os_str(),
     ]);
     assert_ok(&run);
-    assert_eq!(run.stdout.trim(), "ZERO ZERO SIX SEVEN");
+    assert_eq!(
+        run.stdout.trim(),
+        w2v_test_support::paths::README_TRANSCRIPT
+    );
 
     // Bad input: one line naming the file.
     let missing = dir.path().join("missing.txt");

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use w2v_test_support::paths::{fairseq_fixture, sample};
+use w2v_test_support::paths::{fairseq_fixture, sample, README_SAMPLE};
 
 #[test]
 fn fairseq_export_transcribes_like_the_hf_form_export() {
@@ -18,7 +18,7 @@ fn fairseq_export_transcribes_like_the_hf_form_export() {
     assert!(run.stdout.starts_with("exported "), "{}", run.stdout);
     assert_ok(&export_run(&fairseq_fixture("base-cfg/hf"), &from_hf, &[]));
     let mut texts = 0;
-    for name in ["zero-zero-six-seven.wav", "go-up.wav", "five-four.wav"] {
+    for name in [README_SAMPLE, "go-up.wav", "five-four.wav"] {
         let audio = sample(name);
         let (a, b) = (
             transcribe_text(&from_pt, &audio),

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use common::repo;
 use serde_json::{json, Value};
-
-const SAMPLE: &str = "samples/zero-zero-six-seven.wav";
+use w2v_test_support::paths::{self, README_SAMPLE, README_TRANSCRIPT};
 
 struct Server {
     child: Child,
@@ -199,11 +198,11 @@ fn transcribe(addr: SocketAddr, file: &[u8], name: &str, format: Option<&str>) -
 }
 
 fn sample() -> Vec<u8> {
-    std::fs::read(repo().join(SAMPLE)).unwrap()
+    std::fs::read(paths::sample(README_SAMPLE)).unwrap()
 }
 
 fn sample_pcm() -> Vec<u8> {
-    let samples = w2v::load_audio(repo().join(SAMPLE), 16_000).unwrap();
+    let samples = w2v::load_audio(paths::sample(README_SAMPLE), 16_000).unwrap();
     samples
         .iter()
         .flat_map(|s| ((s * 32767.0).round() as i16).to_le_bytes())
@@ -267,15 +266,15 @@ fn http_and_wyoming_transcribe_the_readme_sample() {
 
     let a = transcribe(addr, &sample(), "sample.wav", None);
     assert_eq!(a.status, 200, "{}", a.text());
-    assert_eq!(a.json(), json!({"text": "ZERO ZERO SIX SEVEN"}));
+    assert_eq!(a.json(), json!({"text": README_TRANSCRIPT}));
     let a = transcribe(addr, &sample(), "sample.wav", Some("text"));
-    assert_eq!(a.text(), "ZERO ZERO SIX SEVEN\n");
+    assert_eq!(a.text(), format!("{README_TRANSCRIPT}\n"));
     let a = transcribe(addr, &sample(), "sample.wav", Some("srt"));
     assert!(a.text().starts_with("1\n00:00:00,"), "{}", a.text());
     let a = transcribe(addr, &sample(), "sample.wav", Some("vtt"));
     assert!(a.text().starts_with("WEBVTT\n\n"), "{}", a.text());
     let v = transcribe(addr, &sample(), "sample.wav", Some("verbose_json")).json();
-    assert_eq!(v["text"], "ZERO ZERO SIX SEVEN");
+    assert_eq!(v["text"], README_TRANSCRIPT);
     let words = v["words"].as_array().unwrap();
     assert_eq!(words.len(), 4);
     assert_eq!(words[0]["word"], "ZERO");
@@ -316,7 +315,7 @@ fn http_and_wyoming_transcribe_the_readme_sample() {
     assert_eq!(info["data"]["asr"][0]["installed"], true);
     let t = wyoming_transcribe(wy, &sample_pcm());
     assert_eq!(t["type"], "transcript", "{t}");
-    assert_eq!(t["data"]["text"], "ZERO ZERO SIX SEVEN");
+    assert_eq!(t["data"]["text"], README_TRANSCRIPT);
 
     let metrics = get(addr, "/metrics").text();
     assert!(
@@ -494,7 +493,7 @@ fn websocket_streams_commands_and_a_full_queue_answers_busy() {
 
     let mut pcm = Vec::new();
     for name in ["go-up.wav", "no-stop.wav"] {
-        let s = w2v::load_audio(repo().join("samples").join(name), 16_000).unwrap();
+        let s = w2v::load_audio(paths::sample(name), 16_000).unwrap();
         pcm.extend(s.iter().flat_map(|x| ((x * 32767.0) as i16).to_le_bytes()));
         // A second of silence ends the utterance.
         pcm.extend(std::iter::repeat_n(0u8, 2 * 16_000));
@@ -564,7 +563,7 @@ fn shutdown_finishes_the_request_in_flight() {
             _ => {}
         }
     };
-    assert_eq!(fin["text"], "ZERO ZERO SIX SEVEN");
+    assert_eq!(fin["text"], README_TRANSCRIPT);
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
 }

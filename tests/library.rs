@@ -10,10 +10,7 @@ use w2v::{
     BackendKind, DecoderOptions, Error, EventKind, Options, ProviderRequest, Recognizer,
     RuntimeOptions, StreamOptions,
 };
-
-fn sample(name: &str) -> std::path::PathBuf {
-    repo().join("samples").join(name)
-}
+use w2v_test_support::paths::{sample, README_SAMPLE, README_TRANSCRIPT};
 
 fn recognizer() -> Recognizer {
     Recognizer::open_default(&Options::default()).expect("the shipped model opens")
@@ -22,9 +19,9 @@ fn recognizer() -> Recognizer {
 #[test]
 fn transcribes_the_readme_sample_like_the_cli() {
     let mut r = recognizer();
-    let file = sample("zero-zero-six-seven.wav");
+    let file = sample(README_SAMPLE);
     let t = r.transcribe_file(&file).unwrap();
-    assert_eq!(t.text, "ZERO ZERO SIX SEVEN");
+    assert_eq!(t.text, README_TRANSCRIPT);
     assert_eq!(t.words.len(), 4);
     let cli = w2v(["transcribe", file.to_str().unwrap()]);
     assert_eq!(cli.stdout.trim(), t.text);
@@ -36,7 +33,7 @@ fn transcribes_the_readme_sample_like_the_cli() {
 #[test]
 fn samples_at_any_rate_give_the_file_transcript() {
     let mut r = recognizer();
-    let file = sample("zero-zero-six-seven.wav");
+    let file = sample(README_SAMPLE);
     let at_16k = w2v::load_audio(&file, 16_000).unwrap();
     let from_file = r.transcribe_file(&file).unwrap();
     let direct = r.transcribe(&at_16k, 16_000).unwrap();
@@ -53,7 +50,7 @@ fn streaming_in_small_blocks_finds_each_utterance() {
     let mut r = recognizer();
     let mut events = Vec::new();
     let mut result = None;
-    for name in ["zero-zero-six-seven.wav", "go-up.wav"] {
+    for name in [README_SAMPLE, "go-up.wav"] {
         let samples = w2v::load_audio(sample(name), 16_000).unwrap();
         let mut stream = r.stream(&StreamOptions::default()).unwrap();
         for block in samples.chunks(160) {
@@ -183,10 +180,8 @@ fn onnx_runtime_with_tensorrt_is_chosen_exactly_as_the_cli_does() {
     let mut r = Recognizer::open_default(&tensorrt(true)).unwrap();
     assert_eq!(r.backend_name(), "ort");
     assert_eq!(r.execution_providers(), [w2v::Provider::Cpu]);
-    let t = r
-        .transcribe_file(sample("zero-zero-six-seven.wav"))
-        .unwrap();
-    assert_eq!(t.text, "ZERO ZERO SIX SEVEN");
+    let t = r.transcribe_file(sample(README_SAMPLE)).unwrap();
+    assert_eq!(t.text, README_TRANSCRIPT);
     // And `w2v doctor` judges the same way `--provider auto` does.
     let available = w2v::provider_availability();
     assert!(available.tensorrt.is_err() && available.cpu.is_ok());
@@ -199,7 +194,7 @@ fn listen_decodes_free_transcripts_with_the_decoder_flags() {
     let dir = tempfile::tempdir().unwrap();
     let words = dir.path().join("words.txt");
     std::fs::write(&words, "ZERO\nSIX\n").unwrap();
-    let file = sample("zero-zero-six-seven.wav");
+    let file = sample(README_SAMPLE);
     let texts = |extra: &[&std::ffi::OsStr]| -> Vec<String> {
         let mut args: Vec<&std::ffi::OsStr> = vec![
             "listen".as_ref(),
@@ -220,7 +215,7 @@ fn listen_decodes_free_transcripts_with_the_decoder_flags() {
             })
             .collect()
     };
-    assert_eq!(texts(&[]), ["ZERO ZERO SIX SEVEN"]);
+    assert_eq!(texts(&[]), [README_TRANSCRIPT]);
     let constrained = texts(&["--words".as_ref(), words.as_os_str()]);
     assert_eq!(constrained.len(), 1);
     for w in constrained[0].split_whitespace() {

@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn speech_passes() {
-        let path = w2v_test_support::paths::repo_root().join("samples/zero-zero-six-seven.wav");
+        let path = w2v_test_support::paths::sample(w2v_test_support::paths::README_SAMPLE);
         let x = crate::audio::load(&path, SAMPLE_RATE).unwrap();
         let mut g = SpeechGate::silero(0.5).unwrap();
         let (pass, max) = g.check(&x).unwrap();

@@ -70,6 +70,12 @@ pub fn sample(name: &str) -> PathBuf {
     samples_dir().join(name)
 }
 
+/// The README's quick-start sample (in `samples/`), which every front door's tests transcribe, and
+/// what the shipped model reads in it (`samples/README.md` says how the clip is chosen).
+pub const README_SAMPLE: &str = "zero-zero-six-seven.wav";
+/// The shipped model's transcript of [`README_SAMPLE`].
+pub const README_TRANSCRIPT: &str = "ZERO ZERO SIX SEVEN";
+
 /// `samples/samples.tsv`: each sample's path (relative to `samples/`) and transcript.
 pub fn samples_tsv() -> PathBuf {
     samples_dir().join("samples.tsv")
