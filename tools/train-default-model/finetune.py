@@ -183,6 +183,9 @@ def main():
                     help="probability of speed perturbation (factor 0.85-1.15; run 3 used 0.6)")
     ap.add_argument("--p-band", type=float, default=0.0,
                     help="probability of telephone-band limiting (8 kHz and back; run 3 used 0.3)")
+    ap.add_argument("--engines", action="store_true",
+                    help="also train on WORK/synth/engines/ (synth.py --n-engines: flite, festival, "
+                         "Asterisk's real digit recordings)")
     ap.add_argument("--bf16", action="store_true",
                     help="run the forward pass under torch.autocast(bfloat16) on the CPU (weights, "
                          "optimizer and CTC loss stay float32); faster where the CPU has bf16 "
@@ -220,6 +223,11 @@ def main():
     audio = (load_audio_cache(train, cache / "train") + load_audio_cache(synth, cache / "synth")
              + load_audio_cache(phrases, cache / "phrases-train"))
     rows = train + synth + phrases
+    engines = []
+    if args.engines:
+        engines = read_tsv(args.work / "synth" / "engines" / "synth.tsv")
+        audio += load_audio_cache(engines, cache / "engines")
+        rows += engines
     keep = [i for i, a in enumerate(audio) if len(a) <= args.max_seconds * SR]
     rows, audio = [rows[i] for i in keep], [pad_min(audio[i], int(0.3 * SR)) for i in keep]
     if args.label_minutes is not None:
@@ -250,7 +258,7 @@ def main():
             f"({', '.join(str(f) for f in args.hard_negatives)})")
     labels = [text_to_ids(u.text) if u.text else [] for u in rows]
     lengths = [len(a) for a in audio]
-    log(f"{stage} data: {len(train)} real + {len(synth)} espeak-ng + {len(phrases)} phrases "
+    log(f"{stage} data: {len(train)} real + {len(synth)} espeak-ng + {len(phrases)} phrases + {len(engines)} other engines "
         f"-> {len(rows)} clips <= {args.max_seconds:.0f} s, {sum(lengths) / SR / 60:.1f} min")
 
     # ---- model

@@ -9,12 +9,20 @@
 2. Phrases concatenated from real word clips with short silences (WORK/phrases/): digit strings
    from one FSDD speaker, command phrases from Speech Commands speakers. Train phrases use train
    speakers only; dev/test phrases (for evaluation) are built from the dev/test speakers only.
+3. With --n-engines N (WORK/synth/engines/): the same kind of text from other synthesizers than
+   espeak-ng's formant voices, closer to natural speech: flite (kal, kal16, awb, rms, slt) and
+   festival (kal and ked diphones, the slt HTS voice), at duration stretches 0.8-1.3; and digit
+   strings joined from the ten real digit recordings of Asterisk's "Allison" prompts (one more real
+   8 kHz speaker). Every clip is resampled by a factor 0.88-1.12 (pitch and tempo together).
+   Debian packages: flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+   asterisk-core-sounds-en-wav.
 
 Every item draws from its own seeded RNG, so the output does not depend on the thread count.
 Re-running with the same arguments reuses the existing output (stamp.json).
 """
 import argparse
 import io
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -107,6 +115,77 @@ def synth_one(i, seed, folder: Path):
     return Utt(path, text, f"espeak:{voice}:s{speed}:p{pitch}", "espeak-ng")
 
 
+FLITE = ["kal", "kal16", "awb", "rms", "slt"]
+FESTIVAL = ["kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts"]
+ALLISON = Path("/usr/share/asterisk/sounds/en_US_f_Allison/digits")
+
+
+def engine_one(i, seed, folder: Path, allison):
+    import soundfile as sf
+    rng = np.random.default_rng([seed, 3, i])
+    text = phrase(rng)
+    stretch = float(rng.uniform(0.8, 1.3))
+    tmp = folder / "tmp" / f"{i:05d}.wav"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    r = rng.random()
+    if r < 0.15:
+        text = " ".join(DIGITS[rng.integers(10)] for _ in range(int(rng.integers(1, 5))))
+        parts = [np.zeros(int(rng.uniform(0.05, 0.3) * SR), np.float32)]
+        for w in text.split():
+            a = trim_silence(allison[DIGITS.index(w)], pad=480)
+            parts += [a / (np.abs(a).max() + 1e-9) * 0.5,
+                      np.zeros(int(rng.uniform(0.06, 0.3) * SR), np.float32)]
+        x, voice = np.concatenate(parts), "asterisk:allison"
+    else:
+        if r < 0.6:
+            name = FLITE[rng.integers(len(FLITE))]
+            subprocess.run(["flite", "-voice", name, "--setf", f"duration_stretch={stretch:.2f}",
+                            "-t", text, "-o", str(tmp)], check=True, capture_output=True)
+            voice = f"flite:{name}"
+        else:
+            name = FESTIVAL[rng.integers(len(FESTIVAL))]
+            # festival evaluates each argument as one expression
+            subprocess.run(["festival", "--batch", f"(voice_{name})",
+                            f"(Parameter.set 'Duration_Stretch {stretch:.2f})",
+                            f'(utt.save.wave (SynthText "{text}") "{tmp}" \'riff)'],
+                           check=True, capture_output=True)
+            voice = f"festival:{name}"
+        y, sr = sf.read(str(tmp), dtype="float32", always_2d=True)
+        tmp.unlink()
+        x = trim_silence(resample(y.mean(axis=1), sr), pad=0)
+        lead, tail = (int(rng.uniform(0.05, 0.35) * SR) for _ in range(2))
+        x = np.concatenate([np.zeros(lead, np.float32), x, np.zeros(tail, np.float32)])
+    factor = float(rng.uniform(0.88, 1.12))  # played back 'factor' times faster, pitch with it
+    x = resample(x, int(round(SR * factor / 100)) * 100)
+    x = x / (np.abs(x).max() + 1e-9) * rng.uniform(0.1, 0.9)
+    path = folder / "wav" / f"{i:05d}.wav"
+    save_wav(path, x)
+    return Utt(path, text, f"{voice}:x{stretch:.2f}:r{factor:.2f}", voice.split(":")[0])
+
+
+def synth_engines(args):
+    folder = args.work / "synth" / "engines"
+    stamp = {"n_engines": args.n_engines, "seed": args.seed}
+    if (folder / "stamp.json").exists() and read_json(folder / "stamp.json") == stamp:
+        log("synth engines: up to date, reusing", folder)
+        return
+    missing = [t for t in ("flite", "festival") if shutil.which(t) is None]
+    if missing or not ALLISON.is_dir():
+        sys.exit(f"error: --n-engines needs {', '.join(missing) or ALLISON}: apt-get install flite "
+                 "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts "
+                 "asterisk-core-sounds-en-wav")
+    allison = [load_audio(ALLISON / f"{d}.wav") for d in range(10)]
+    with ThreadPoolExecutor(args.jobs) as ex:
+        utts = list(ex.map(lambda i: engine_one(i, args.seed, folder, allison), range(args.n_engines)))
+    write_tsv(folder / "synth.tsv", utts)
+    by = defaultdict(int)
+    for u in utts:
+        by[u.speaker.split(":x")[0]] += 1
+    log(f"engines: {len(utts)} utterances -> {folder / 'synth.tsv'}: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(by.items())))
+    write_json(folder / "stamp.json", stamp)
+
+
 def concat_phrases(rows, audio_of, n, seed, split, folder: Path):
     """Join real word clips of one speaker (or of several same-split speakers when one speaker
     lacks a word) with 60-300 ms silences."""
@@ -159,13 +238,17 @@ def main():
     ap.add_argument("--n-espeak", type=int, default=4000)
     ap.add_argument("--n-concat", type=int, default=1500, help="train phrases from real clips")
     ap.add_argument("--n-eval-phrases", type=int, default=200, help="dev and test phrases each")
+    ap.add_argument("--n-engines", type=int, default=0,
+                    help="utterances from flite, festival and Asterisk's digits (0: none)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args()
     if args.smoke:
         args.n_espeak, args.n_concat, args.n_eval_phrases, args.jobs = 24, 24, 8, 1
 
-    stamp = {k: v for k, v in vars(args).items() if k not in ("work", "jobs")}
+    if args.n_engines:
+        synth_engines(args)
+    stamp = {k: v for k, v in vars(args).items() if k not in ("work", "jobs", "n_engines")}
     stamp_file = args.work / "synth" / "stamp.json"
     if stamp_file.exists() and read_json(stamp_file) == stamp:
         log("synth: up to date, reusing", args.work / "synth")
