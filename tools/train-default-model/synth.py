@@ -115,6 +115,16 @@ def synth_one(i, seed, folder: Path):
     return Utt(path, text, f"espeak:{voice}:s{speed}:p{pitch}", "espeak-ng")
 
 
+def join_words(clips, rng: np.random.Generator) -> np.ndarray:
+    """Word clips, trimmed and peak-normalized, joined with 60-300 ms silences (50-300 ms before)."""
+    parts = [np.zeros(int(rng.uniform(0.05, 0.3) * SR), np.float32)]
+    for a in clips:
+        a = trim_silence(a, pad=480)
+        parts += [a / (np.abs(a).max() + 1e-9) * 0.5,
+                  np.zeros(int(rng.uniform(0.06, 0.3) * SR), np.float32)]
+    return np.concatenate(parts)
+
+
 FLITE = ["kal", "kal16", "awb", "rms", "slt"]
 FESTIVAL = ["kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts"]
 ALLISON = Path("/usr/share/asterisk/sounds/en_US_f_Allison/digits")
@@ -130,12 +140,8 @@ def engine_one(i, seed, folder: Path, allison):
     r = rng.random()
     if r < 0.15:
         text = " ".join(DIGITS[rng.integers(10)] for _ in range(int(rng.integers(1, 5))))
-        parts = [np.zeros(int(rng.uniform(0.05, 0.3) * SR), np.float32)]
-        for w in text.split():
-            a = trim_silence(allison[DIGITS.index(w)], pad=480)
-            parts += [a / (np.abs(a).max() + 1e-9) * 0.5,
-                      np.zeros(int(rng.uniform(0.06, 0.3) * SR), np.float32)]
-        x, voice = np.concatenate(parts), "asterisk:allison"
+        x = join_words([allison[DIGITS.index(w)] for w in text.split()], rng)
+        voice = "asterisk:allison"
     else:
         if r < 0.6:
             name = FLITE[rng.integers(len(FLITE))]
@@ -220,13 +226,8 @@ def concat_phrases(rows, audio_of, n, seed, split, folder: Path):
                 pool = by_spk_word[spk][w] if spk else by_word[("sc", w)]
                 clips.append(pool[rng.integers(len(pool))])
             spk = spk or "mixed-sc"
-        parts = [np.zeros(int(rng.uniform(0.05, 0.3) * SR), np.float32)]
-        for c in clips:
-            a = trim_silence(audio_of(c), pad=480)
-            parts += [a / (np.abs(a).max() + 1e-9) * 0.5,
-                      np.zeros(int(rng.uniform(0.06, 0.3) * SR), np.float32)]
         path = folder / split / f"{i:05d}.wav"
-        save_wav(path, np.concatenate(parts))
+        save_wav(path, join_words([audio_of(c) for c in clips], rng))
         out.append(Utt(path, text, spk, "concat:" + "+".join(c.source for c in clips)))
     return out
 
