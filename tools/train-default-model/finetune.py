@@ -258,8 +258,8 @@ def main():
             f"({', '.join(str(f) for f in args.hard_negatives)})")
     labels = [text_to_ids(u.text) if u.text else [] for u in rows]
     lengths = [len(a) for a in audio]
-    log(f"{stage} data: {len(train)} real + {len(synth)} espeak-ng + {len(phrases)} phrases + {len(engines)} other engines "
-        f"-> {len(rows)} clips <= {args.max_seconds:.0f} s, {sum(lengths) / SR / 60:.1f} min")
+    log(f"{stage} data: {len(train)} real + {len(synth)} espeak-ng + {len(phrases)} phrases "
+        f"+ {len(engines)} other engines -> {len(rows)} clips <= {args.max_seconds:.0f} s, {sum(lengths) / SR / 60:.1f} min")
 
     # ---- model
     pre = args.pretrained or args.work / "pretrain" / "hf"
