@@ -259,7 +259,8 @@ def main():
     labels = [text_to_ids(u.text) if u.text else [] for u in rows]
     lengths = [len(a) for a in audio]
     log(f"{stage} data: {len(train)} real + {len(synth)} espeak-ng + {len(phrases)} phrases "
-        f"+ {len(engines)} other engines -> {len(rows)} clips <= {args.max_seconds:.0f} s, {sum(lengths) / SR / 60:.1f} min")
+        f"+ {len(engines)} other engines -> {len(rows)} clips <= {args.max_seconds:.0f} s, "
+        f"{sum(lengths) / SR / 60:.1f} min")
 
     # ---- model
     pre = args.pretrained or args.work / "pretrain" / "hf"
