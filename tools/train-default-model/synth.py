@@ -94,6 +94,12 @@ def espeak(text, voice, speed, pitch, gap) -> np.ndarray:
     return resample(x, sr)
 
 
+def pad_silence(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """50-350 ms of silence before and after a trimmed synthetic utterance."""
+    lead, tail = (int(rng.uniform(0.05, 0.35) * SR) for _ in range(2))
+    return np.concatenate([np.zeros(lead, np.float32), x, np.zeros(tail, np.float32)])
+
+
 def synth_one(i, seed, folder: Path):
     rng = np.random.default_rng([seed, 1, i])
     text = phrase(rng)
@@ -108,10 +114,8 @@ def synth_one(i, seed, folder: Path):
         x = espeak(text, voice, speed, pitch, gap)
     x = trim_silence(x, pad=0)
     x = x / (np.abs(x).max() + 1e-9) * rng.uniform(0.1, 0.9)
-    lead, tail = (int(rng.uniform(0.05, 0.35) * SR) for _ in range(2))
-    x = np.concatenate([np.zeros(lead, np.float32), x, np.zeros(tail, np.float32)])
     path = folder / "wav" / f"{i:05d}.wav"
-    save_wav(path, x)
+    save_wav(path, pad_silence(x, rng))
     return Utt(path, text, f"espeak:{voice}:s{speed}:p{pitch}", "espeak-ng")
 
 
@@ -131,7 +135,6 @@ ALLISON = Path("/usr/share/asterisk/sounds/en_US_f_Allison/digits")
 
 
 def engine_one(i, seed, folder: Path, allison):
-    import soundfile as sf
     rng = np.random.default_rng([seed, 3, i])
     text = phrase(rng)
     stretch = float(rng.uniform(0.8, 1.3))
@@ -156,11 +159,8 @@ def engine_one(i, seed, folder: Path, allison):
                             f'(utt.save.wave (SynthText "{text}") "{tmp}" \'riff)'],
                            check=True, capture_output=True)
             voice = f"festival:{name}"
-        y, sr = sf.read(str(tmp), dtype="float32", always_2d=True)
+        x = pad_silence(trim_silence(load_audio(tmp), pad=0), rng)
         tmp.unlink()
-        x = trim_silence(resample(y.mean(axis=1), sr), pad=0)
-        lead, tail = (int(rng.uniform(0.05, 0.35) * SR) for _ in range(2))
-        x = np.concatenate([np.zeros(lead, np.float32), x, np.zeros(tail, np.float32)])
     factor = float(rng.uniform(0.88, 1.12))  # played back 'factor' times faster, pitch with it
     x = resample(x, int(round(SR * factor / 100)) * 100)
     x = x / (np.abs(x).max() + 1e-9) * rng.uniform(0.1, 0.9)
