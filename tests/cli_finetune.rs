@@ -169,6 +169,74 @@ fn weights(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 }
 
 #[test]
+fn a_model_with_fp16_weights_fine_tunes_into_float32_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = export_fixture("base-safetensors", dir.path());
+    let half = dir.path().join("half.onnx");
+    let run = w2v([
+        "export".as_ref(),
+        common::fixture("base-safetensors").as_os_str(),
+        "-o".as_ref(),
+        half.as_os_str(),
+        "--fp16-weights".as_ref(),
+    ]);
+    assert!(run.success(), "{run:?}");
+    let data = digits_tsv(dir.path());
+    let (from_full, from_half) = (dir.path().join("full"), dir.path().join("half"));
+    let full_run = w2v(finetune_args(&full, &data, &from_full, 3));
+    let half_run = w2v(finetune_args(&half, &data, &from_half, 3));
+    assert!(full_run.success(), "{full_run:?}");
+    assert!(half_run.success(), "{half_run:?}");
+    // The same weights up to float16 rounding train the same way...
+    let (a, b) = (step_losses(&full_run.stdout), step_losses(&half_run.stdout));
+    assert_eq!(a.len(), 3);
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            (x - y).abs() <= 1e-2 * x.abs(),
+            "losses {a:?} against {b:?}"
+        );
+    }
+    // ... every weight trains (the stored ones are not left as constants), and the result is
+    // an ordinary fp32 model with float32 weights.
+    let mut stored = {
+        use prost::Message;
+        w2v_engine::onnx_pb::ModelProto::decode(std::fs::read(&half).unwrap().as_slice()).unwrap()
+    };
+    let stored = stored.graph.as_mut().unwrap();
+    assert!(w2v_engine::onnx_pb::widen_f16_storage(stored) > 0);
+    let start: std::collections::BTreeMap<_, _> = stored
+        .initializer
+        .iter()
+        .map(|t| (t.name.clone(), t.raw_data.clone()))
+        .collect();
+    let tuned = weights(&from_half.join("model.onnx"));
+    assert_eq!(
+        weights(&full).keys().collect::<Vec<_>>(),
+        tuned.keys().collect::<Vec<_>>()
+    );
+    let layers: Vec<_> = tuned
+        .iter()
+        .filter(|(n, _)| n.contains("encoder.layers.") && n.ends_with("weight.T"))
+        .collect();
+    assert!(!layers.is_empty());
+    for (n, w) in layers {
+        assert_ne!(*w, start[n], "{n} did not train");
+    }
+    inspect_shows(&from_half.join("model.onnx"), &["\"fp32\""]);
+    let inspect = w2v([
+        "inspect".as_ref(),
+        from_half.join("model.onnx").as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert!(
+        !inspect.stdout.contains("w2v.weight_storage"),
+        "{}",
+        inspect.stdout
+    );
+    assert_transcribes(&from_half.join("model.onnx"));
+}
+
+#[test]
 fn eval_reports_wer_before_during_and_after_and_records_it() {
     let dir = tempfile::tempdir().unwrap();
     let model = export_fixture("base-safetensors", dir.path());

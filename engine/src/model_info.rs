@@ -36,6 +36,10 @@ pub mod keys {
     /// [`super::ModelInfo`]: only `w2v finetune` reads it.
     pub const MASKED_SPEC_EMBED: &str = "w2v.masked_spec_embed";
 
+    /// `fp16` when an fp32 model's weights are stored as float16 and widened to float32 at load
+    /// (`w2v export --fp16-weights`); absent when they are stored as float32.
+    pub const WEIGHT_STORAGE: &str = "w2v.weight_storage";
+
     // Reduced-precision models (the runtime keeps them in `ModelInfo::raw`).
     /// `cpu` or `tensorrt` (int8 models only): a [`crate::precision::QuantizationTarget`].
     pub const QUANTIZATION_TARGET: &str = "w2v.quantization.target";

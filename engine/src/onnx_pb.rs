@@ -228,3 +228,167 @@ pub mod dimension {
         DimParam(String),
     }
 }
+
+/// Undo float16 weight storage: every float16 initializer read only through a `Cast` to float32
+/// (how `w2v export --fp16-weights`, fp16 and int8 exports store weights that compute in float32)
+/// becomes a float32 initializer of the same name, the `Cast` is removed and its readers read
+/// the initializer. The graph computes exactly what it did (the cast was exact), and code that
+/// looks for float32 weight initializers (re-quantizing, fine-tuning) finds them. Returns how
+/// many initializers were widened.
+pub fn widen_f16_storage(graph: &mut GraphProto) -> usize {
+    use std::collections::HashMap;
+    let mut readers: HashMap<&str, usize> = HashMap::new();
+    for node in &graph.node {
+        for input in &node.input {
+            *readers.entry(input.as_str()).or_default() += 1;
+        }
+    }
+    let f16: HashMap<&str, usize> = graph
+        .initializer
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.data_type == data_type::FLOAT16)
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    // Cast output -> initializer index, for the casts that are a stored weight's only reader.
+    let mut widened: HashMap<String, usize> = HashMap::new();
+    let mut drop_node = vec![false; graph.node.len()];
+    for (n, node) in graph.node.iter().enumerate() {
+        let to_f32 = node.op_type == "Cast"
+            && node.domain_is_default()
+            && node
+                .attribute
+                .iter()
+                .any(|a| a.name == "to" && a.i == i64::from(data_type::FLOAT));
+        let [input] = node.input.as_slice() else {
+            continue;
+        };
+        let [output] = node.output.as_slice() else {
+            continue;
+        };
+        if let Some(&i) = f16.get(input.as_str()).filter(|_| to_f32) {
+            if readers.get(input.as_str()) == Some(&1)
+                && !graph.output.iter().any(|o| o.name == *output)
+            {
+                widened.insert(output.clone(), i);
+                drop_node[n] = true;
+            }
+        }
+    }
+    if widened.is_empty() {
+        return 0;
+    }
+    for &i in widened.values() {
+        let t = &mut graph.initializer[i];
+        let bits: Vec<u16> = if t.raw_data.is_empty() {
+            t.int32_data.iter().map(|&v| v as u16).collect()
+        } else {
+            t.raw_data
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect()
+        };
+        t.raw_data = bits
+            .into_iter()
+            .flat_map(|b| half::f16::from_bits(b).to_f32().to_le_bytes())
+            .collect();
+        t.int32_data.clear();
+        t.data_type = data_type::FLOAT;
+    }
+    let mut keep = drop_node.iter().map(|d| !d);
+    graph.node.retain(|_| keep.next().unwrap_or(true));
+    graph.value_info.retain(|v| !widened.contains_key(&v.name));
+    for node in &mut graph.node {
+        for input in &mut node.input {
+            if let Some(&i) = widened.get(input.as_str()) {
+                *input = graph.initializer[i].name.clone();
+            }
+        }
+    }
+    widened.len()
+}
+
+impl NodeProto {
+    fn domain_is_default(&self) -> bool {
+        self.domain.is_empty() || self.domain == "ai.onnx"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f16_tensor(name: &str, values: &[f32]) -> TensorProto {
+        TensorProto {
+            dims: vec![values.len() as i64],
+            data_type: data_type::FLOAT16,
+            name: name.into(),
+            raw_data: values
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            name: output.into(),
+            op_type: op.into(),
+            attribute,
+            ..Default::default()
+        }
+    }
+
+    fn cast_to_f32(input: &str, output: &str) -> NodeProto {
+        node(
+            "Cast",
+            &[input],
+            output,
+            vec![attr_int("to", data_type::FLOAT as i64)],
+        )
+    }
+
+    #[test]
+    fn stored_weights_become_float32_initializers() {
+        let w = [0.5f32, -1.25, 3.0e-3, 65504.0];
+        let mut g = GraphProto {
+            node: vec![
+                cast_to_f32("w", "w/to_fp32"),
+                node("MatMul", &["x", "w/to_fp32"], "y", vec![]),
+                // Read by two nodes: left as it is.
+                cast_to_f32("shared", "shared/to_fp32"),
+                node("Add", &["y", "shared/to_fp32"], "z", vec![]),
+                node("Mul", &["z", "shared"], "out", vec![]),
+                // A Cast to float16 is not storage.
+                node("Cast", &["v"], "v16", vec![attr_int("to", 10)]),
+            ],
+            initializer: vec![
+                f16_tensor("w", &w),
+                f16_tensor("shared", &[1.0]),
+                f16_tensor("v", &[2.0]),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(widen_f16_storage(&mut g), 1);
+        let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["MatMul", "Cast", "Add", "Mul", "Cast"]);
+        assert_eq!(g.node[0].input, ["x", "w"]);
+        let t = &g.initializer[0];
+        assert_eq!(t.data_type, data_type::FLOAT);
+        let got: Vec<f32> = t
+            .raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        // Each value is exactly its float16 rounding (3e-3 is not a float16).
+        let want: Vec<f32> = w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        assert_eq!(got, want);
+        assert_eq!(g.initializer[1].data_type, data_type::FLOAT16);
+        assert_eq!(g.initializer[2].data_type, data_type::FLOAT16);
+        // Nothing left to widen.
+        assert_eq!(widen_f16_storage(&mut g), 0);
+    }
+}

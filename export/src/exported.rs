@@ -53,7 +53,7 @@ pub fn read(path: &Path) -> Result<ExportedModel, ExportError> {
         path: path.to_path_buf(),
         reason,
     };
-    let info = ModelInfo::read(path).map_err(|e| match e {
+    let mut info = ModelInfo::read(path).map_err(|e| match e {
         ModelInfoError::NotOnnx { reason, .. } => fail(format!(
             "neither a Hugging Face model folder nor an ONNX model ({reason})"
         )),
@@ -83,9 +83,13 @@ pub fn read(path: &Path) -> Result<ExportedModel, ExportError> {
             "has opset {opset}; this w2v reads and writes {MIN_OPSET}..={MAX_OPSET}"
         )));
     }
-    let graph = model
+    let mut graph = model
         .graph
         .ok_or_else(|| fail("ONNX model has no graph".into()))?;
+    // Weights stored as float16 (`--fp16-weights`) are the graph's float32 weights again.
+    w2v_engine::onnx_pb::widen_f16_storage(&mut graph);
+    info.raw
+        .remove(w2v_engine::model_info::keys::WEIGHT_STORAGE);
     let config = Wav2Vec2Config::parse(path, &info.config.to_string())?;
     let prefixed = graph
         .initializer

@@ -172,6 +172,11 @@ pub struct ExportOptions {
     pub dict: Option<PathBuf>,
     /// Give a pre-trained model (no CTC head) a freshly initialized one, to fine-tune it.
     pub new_head: Option<NewHead>,
+    /// `Precision::Fp32` only: store the weights as float16, widened to float32 by a `Cast` that
+    /// runtimes fold at load ([`precision::f16_storage`]): half the file, float32 compute, each
+    /// weight rounded to float16 (relative error at most 2⁻¹¹). fp16 and int8 exports always
+    /// store their float32-compute weights this way.
+    pub fp16_weights: bool,
 }
 
 /// A freshly initialized, seeded CTC head for a pre-trained model (a Hugging Face
@@ -279,6 +284,7 @@ impl Default for ExportOptions {
             skip_report: false,
             dict: None,
             new_head: None,
+            fp16_weights: false,
         }
     }
 }
@@ -454,11 +460,11 @@ pub fn export(
         (model, info, vec![src.to_path_buf()], None)
     } else if src.is_file() {
         let m = exported::read(src)?;
-        if options.precision == Precision::Fp32 {
+        if options.precision == Precision::Fp32 && !options.fp16_weights {
             return Err(ExportError::SourceModel {
                 path: src.to_path_buf(),
                 reason: "is already an fp32 model; an ONNX source is re-exported at --precision \
-                         fp16 or int8"
+                         fp16 or int8, or at fp32 with --fp16-weights"
                     .into(),
             });
         }
@@ -492,6 +498,13 @@ pub fn export(
     let parameters = g.parameter_count();
     let mut report = None;
     if options.precision == Precision::Fp32 {
+        let mut g = g;
+        if options.fp16_weights {
+            let saved = precision::f16_storage(&mut g, precision::F16_STORAGE_MIN_ELEMENTS);
+            tracing::info!(saved_bytes = saved, "weights stored as float16");
+            info.raw
+                .insert(model_info::keys::WEIGHT_STORAGE.into(), "fp16".into());
+        }
         write_graph(&g, &info, output)?;
     } else {
         report = quantize::export_reduced(g, &mut info, output, options, fp32_source)?;
@@ -738,6 +751,13 @@ fn check_options(options: &ExportOptions) -> Result<(), ExportError> {
                 "--quantize-conv applies to --precision int8 only".into(),
             ));
         }
+    }
+    if options.fp16_weights && options.precision != Precision::Fp32 {
+        return Err(ExportError::Unsupported(
+            "--fp16-weights applies to --precision fp32 only (fp16 and int8 exports always \
+             store their float32 weights as float16)"
+                .into(),
+        ));
     }
     if options.precision == Precision::Fp32
         && (options.max_wer_increase.is_some() || options.eval.is_some())

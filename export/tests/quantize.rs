@@ -132,6 +132,88 @@ fn fp16_matches_fp32_references_in_ort_and_tract() {
     }
 }
 
+/// `--fp16-weights`: float32 compute on weights rounded to float16, so within the fp16 tier of
+/// the references (measured on the fixtures: 0.004-0.0065 max |diff| on both runtimes) and the
+/// same graph otherwise.
+#[test]
+fn fp16_weights_match_fp32_references_in_ort_and_tract() {
+    let out = tempfile::tempdir().unwrap();
+    for dir in fixtures() {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let full = out.path().join(format!("{name}.onnx"));
+        export(&dir, &full, &ExportOptions::default());
+        let onnx = out.path().join(format!("{name}.fp16-weights.onnx"));
+        let options = ExportOptions {
+            fp16_weights: true,
+            ..Default::default()
+        };
+        let summary = export(&dir, &onnx, &options);
+        assert_eq!(summary.precision, "fp32");
+        assert!(summary.report.is_none());
+        assert!(summary.output_bytes < std::fs::metadata(&full).unwrap().len());
+        let info = ModelInfo::read(&onnx).unwrap();
+        assert_eq!(info.precision, "fp32");
+        assert_eq!(info.raw[keys::WEIGHT_STORAGE], "fp16");
+        for (what, backend) in [
+            (
+                "ort",
+                Box::new(OrtBackend::load(&onnx, &OrtOptions::default()).unwrap())
+                    as Box<dyn Backend>,
+            ),
+            (
+                "tract",
+                Box::new(TractBackend::load(&onnx, &BackendOptions::default()).unwrap()),
+            ),
+        ] {
+            let mut backend = backend;
+            let a = agreement(&mut backend, &dir, &format!("{what}/{name}"));
+            eprintln!("{what}/{name} fp16 weights: {a:?}");
+            assert!(
+                a.max_diff <= Tier::Fp16.f32(),
+                "{what}/{name}: max |diff| {}",
+                a.max_diff
+            );
+            assert!(
+                a.all() >= FP16_ARGMAX_PERCENT,
+                "{what}/{name}: argmax agreement {}",
+                a.all()
+            );
+        }
+        // Read back as the exporter's fp32 graph, the weights are exactly their float16
+        // rounding of the plain export's.
+        let (stored, plain) = (
+            w2v_export::exported::read(&onnx).unwrap(),
+            w2v_export::exported::read(&full).unwrap(),
+        );
+        assert!(!stored.info.raw.contains_key(keys::WEIGHT_STORAGE));
+        let mut rounded = 0;
+        let min = w2v_export::precision::F16_STORAGE_MIN_ELEMENTS;
+        for (a, b) in stored
+            .graph
+            .initializers()
+            .iter()
+            .zip(plain.graph.initializers())
+        {
+            assert_eq!(a.name, b.name);
+            let (w2v_export::graph::InitData::F32(a), w2v_export::graph::InitData::F32(b)) =
+                (&a.data, &b.data)
+            else {
+                continue;
+            };
+            for (x, y) in a.data.iter().zip(&b.data) {
+                let want = if b.data.len() >= min {
+                    half::f16::from_f32(*y).to_f32()
+                } else {
+                    *y
+                };
+                assert_eq!(*x, want);
+                rounded += (x != y) as usize;
+            }
+        }
+        assert!(rounded > 0, "{name}: no weight was rounded");
+    }
+}
+
 /// Minimum argmax agreement (percent) with the fp32 references on confident frames, by whether
 /// the feature encoder's convolutions are quantized too.
 fn int8_min_agreement(options: &ExportOptions) -> f64 {

@@ -274,7 +274,7 @@ fn load_audio(py: Python<'_>, path: PathBuf, sample_rate: u32) -> PyResult<Vec<u
 
 /// Export a checkpoint to ONNX; returns the summary as JSON (`w2v export --json`'s fields).
 #[pyfunction]
-#[pyo3(signature = (input, output, precision="fp32", target="cpu", opset=None, quantize_conv=false, eval=None, calibration=None, calibration_method="percentile", max_wer_increase=None, skip_report=false, dict=None))]
+#[pyo3(signature = (input, output, precision="fp32", target="cpu", opset=None, quantize_conv=false, eval=None, calibration=None, calibration_method="percentile", max_wer_increase=None, skip_report=false, dict=None, fp16_weights=false))]
 #[allow(clippy::too_many_arguments)]
 fn export(
     py: Python<'_>,
@@ -290,6 +290,7 @@ fn export(
     max_wer_increase: Option<f64>,
     skip_report: bool,
     dict: Option<PathBuf>,
+    fp16_weights: bool,
 ) -> PyResult<String> {
     let value_error = |e: &dyn std::fmt::Display| PyValueError::new_err(e.to_string());
     let precision: Precision = precision.parse().map_err(|e| value_error(&e))?;
@@ -307,6 +308,7 @@ fn export(
         max_wer_increase,
         skip_report,
         dict,
+        fp16_weights,
         ..ExportOptions::default()
     };
     py.allow_threads(|| {

@@ -29,6 +29,18 @@ def test_export_then_transcribe(tmp_path):
     assert abs(t.duration - 0.5) < 0.01
 
 
+def test_export_fp16_weights(tmp_path):
+    full = w2v.export(FIXTURE, tmp_path / "full.onnx")
+    half = w2v.export(FIXTURE, tmp_path / "half.onnx", fp16_weights=True)
+    assert half["precision"] == "fp32"
+    assert half["info"]["raw"]["w2v.weight_storage"] == "fp16"
+    assert half["output_bytes"] < full["output_bytes"]
+    t = w2v.Recognizer(tmp_path / "half.onnx").transcribe_file(SAMPLE)
+    assert 3.1 < t.duration < 3.2
+    with pytest.raises(w2v.W2vError, match="--fp16-weights"):
+        w2v.export(FIXTURE, tmp_path / "int8.onnx", precision="int8", fp16_weights=True)
+
+
 def test_export_errors(tmp_path):
     with pytest.raises(w2v.W2vError, match="no-such-folder"):
         w2v.export(tmp_path / "no-such-folder", tmp_path / "out.onnx")

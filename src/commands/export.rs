@@ -64,7 +64,8 @@ fn calibration_methods() -> impl TypedValueParser<Value = CalibrationMethod> {
 pub struct Args {
     /// Hugging Face model folder (config.json, vocab.json, weights), a fine-tuned fairseq
     /// wav2vec 2.0 CTC checkpoint (.pt), or an fp32 ONNX model made by `w2v export` (a
-    /// fine-tuned one, say) to re-quantize at --precision fp16 or int8.
+    /// fine-tuned one, say) to re-quantize at --precision fp16 or int8 (or to store at fp32 with
+    /// --fp16-weights).
     src: PathBuf,
     /// The fairseq dictionary of a fairseq checkpoint [default: dict.ltr.txt, or the only
     /// dict.*.txt, beside the checkpoint].
@@ -76,6 +77,11 @@ pub struct Args {
     /// Numeric precision of the exported model.
     #[arg(long, value_parser = precisions(), default_value = "fp32")]
     precision: Precision,
+    /// Store an fp32 model's weights as float16 (half the file): they are widened back to
+    /// float32 when the model loads and it computes in float32; each weight is rounded to
+    /// float16 (relative error at most 2^-11).
+    #[arg(long)]
+    fp16_weights: bool,
     /// Runtime an int8 model is laid out for.
     #[arg(long, value_parser = targets(), default_value = "cpu")]
     target: QuantizationTarget,
@@ -115,6 +121,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         skip_report: false,
         dict: args.dict,
         new_head: None,
+        fp16_weights: args.fp16_weights,
     };
     let summary = match w2v_export::export(&args.src, &args.output, &options) {
         Ok(s) => s,
@@ -140,11 +147,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
             summary.parameters as f64 / 1e6,
             summary.output_bytes as f64 / 1e6,
             summary.precision,
-            summary
-                .target
-                .as_deref()
-                .map(|t| format!(" for {t}"))
-                .unwrap_or_default(),
+            match summary.target.as_deref() {
+                Some(t) => format!(" for {t}"),
+                None if summary
+                    .info
+                    .raw
+                    .contains_key(w2v_engine::model_info::keys::WEIGHT_STORAGE) =>
+                {
+                    " with fp16 weights".into()
+                }
+                None => String::new(),
+            },
             summary.opset,
             summary.seconds
         );

@@ -8,7 +8,8 @@ initializer after its state-dict key, with three changes that are undone here: l
 stored transposed (`<key>.T`), the attention's query projection has the scaling head_dim^-0.5
 folded into its weight and bias, and the positional convolution's weight norm is applied (the
 folder gets g = |W| over the output and input channels, v = W, which gives W back). Group-norm
-parameters are stored as [C, 1].
+parameters are stored as [C, 1]. Weights stored as float16 (`w2v export --fp16-weights`, read
+through a Cast to float32) are read as the float32 values the model computes with.
 
 The result is checked: every parameter of the model must be filled, and the folder's logits on a
 few seconds of noise must equal ONNX Runtime's on the same input within --tolerance.
@@ -65,7 +66,7 @@ def main():
     meta = {p.key: p.value for p in m.metadata_props}
     if "w2v.config" not in meta:
         sys.exit(f"error: {args.onnx}: no w2v.config metadata (not a model made by `w2v export`)")
-    if any(i.data_type != onnx.TensorProto.FLOAT for i in m.graph.initializer if i.name.startswith("wav2vec2.")):
+    if meta.get("w2v.precision", "fp32") != "fp32":
         sys.exit(f"error: {args.onnx}: not a float32 export (use the fp32 model, not int8/fp16)")
     cfg = Wav2Vec2Config(**json.loads(meta["w2v.config"]))
     sd = state_dict_from_onnx(m, cfg)

@@ -205,6 +205,27 @@ pub struct Trainer {
     pub state: TrainingState,
 }
 
+/// `model` with weights stored as float16 (`w2v export --fp16-weights`) widened back to float32
+/// initializers, so that they are found, trained and written as float32 weights; `model` itself
+/// when it has none.
+fn widened(model: &ModelProto) -> std::borrow::Cow<'_, ModelProto> {
+    let stored_f16 = model.graph.as_ref().is_some_and(|g| {
+        g.initializer
+            .iter()
+            .any(|t| t.data_type == w2v_engine::onnx_pb::data_type::FLOAT16)
+    });
+    if !stored_f16 {
+        return std::borrow::Cow::Borrowed(model);
+    }
+    let mut m = model.clone();
+    if let Some(g) = m.graph.as_mut() {
+        w2v_engine::onnx_pb::widen_f16_storage(g);
+    }
+    m.metadata_props
+        .retain(|e| e.key != w2v_engine::model_info::keys::WEIGHT_STORAGE);
+    std::borrow::Cow::Owned(m)
+}
+
 impl Trainer {
     /// Prepare fine-tuning of `model` (an fp32 w2v model); `make` loads graphs on the backend
     /// the caller chose.
@@ -217,6 +238,8 @@ impl Trainer {
         if examples == 0 {
             return Err(TrainError::NoData);
         }
+        let widened_model = widened(model);
+        let model = &*widened_model;
         let info = ModelInfo::from_metadata_props("model", &model.metadata_props)
             .map_err(|e| TrainError::Model(e.to_string()))?;
         let freeze = config.freeze_feature_encoder;
@@ -502,9 +525,9 @@ impl Trainer {
     }
 
     /// `base` with its trainable weights replaced by the current values and `extra` metadata
-    /// entries added (lineage).
+    /// entries added (lineage); weights it stored as float16 come back as float32.
     pub fn updated_model(&self, base: &ModelProto, extra: &BTreeMap<String, String>) -> ModelProto {
-        let mut m = base.clone();
+        let mut m = widened(base).into_owned();
         if let Some(g) = m.graph.as_mut() {
             for (p, v) in self.runner.parameters().iter().zip(&self.state.params) {
                 if let Some(t) = g.initializer.iter_mut().find(|t| t.name == p.name) {

@@ -173,6 +173,7 @@ def export(
     max_wer_increase: Optional[float] = None,
     skip_report: bool = False,
     dict: Optional[PathLike] = None,
+    fp16_weights: bool = False,
 ) -> Dict[str, Any]:
     """Export a checkpoint to a self-describing ONNX model, as ``w2v export`` does.
 
@@ -191,6 +192,8 @@ def export(
             percentage points.
         skip_report: skip the accuracy report of reduced-precision exports.
         dict: a fairseq checkpoint's dictionary, if not the one beside it.
+        fp16_weights: fp32: store the weights as float16 (half the file); the model still
+            computes in float32.
 
     Returns:
         The summary ``w2v export --json`` prints: ``output``, ``parameters``,
@@ -214,6 +217,7 @@ def export(
         max_wer_increase,
         skip_report,
         dict,
+        fp16_weights,
     )
     return json.loads(summary)
 

@@ -74,4 +74,5 @@ def export(
     max_wer_increase: Optional[float],
     skip_report: bool,
     dict: Optional[_Path],
+    fp16_weights: bool,
 ) -> str: ...
