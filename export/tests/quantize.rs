@@ -75,6 +75,20 @@ fn agreement(backend: &mut dyn Backend, dir: &Path, what: &str) -> Agreement {
     a
 }
 
+/// `onnx` loaded in ONNX Runtime and in tract, with their names.
+fn both_backends(onnx: &Path) -> [(&'static str, Box<dyn Backend>); 2] {
+    [
+        (
+            "ort",
+            Box::new(OrtBackend::load(onnx, &OrtOptions::default()).unwrap()),
+        ),
+        (
+            "tract",
+            Box::new(TractBackend::load(onnx, &BackendOptions::default()).unwrap()),
+        ),
+    ]
+}
+
 fn export(dir: &Path, out: &Path, options: &ExportOptions) -> w2v_export::ExportSummary {
     w2v_export::export(dir, out, options)
         .unwrap_or_else(|e| panic!("{}: export failed: {e}", dir.display()))
@@ -154,18 +168,7 @@ fn fp16_weights_match_fp32_references_in_ort_and_tract() {
         let info = ModelInfo::read(&onnx).unwrap();
         assert_eq!(info.precision, "fp32");
         assert_eq!(info.raw[keys::WEIGHT_STORAGE], "fp16");
-        for (what, backend) in [
-            (
-                "ort",
-                Box::new(OrtBackend::load(&onnx, &OrtOptions::default()).unwrap())
-                    as Box<dyn Backend>,
-            ),
-            (
-                "tract",
-                Box::new(TractBackend::load(&onnx, &BackendOptions::default()).unwrap()),
-            ),
-        ] {
-            let mut backend = backend;
+        for (what, mut backend) in both_backends(&onnx) {
             let a = agreement(&mut backend, &dir, &format!("{what}/{name}"));
             eprintln!("{what}/{name} fp16 weights: {a:?}");
             assert!(
@@ -275,18 +278,7 @@ fn check_int8(options: &ExportOptions, label: &str) {
         let report = summary.report.expect("int8 exports report");
         eprintln!("{name} {label}: {}", report.summary_line());
         assert!(report.confident_argmax_agreement >= min, "{name} {label}");
-        for (what, backend) in [
-            (
-                "ort",
-                Box::new(OrtBackend::load(&onnx, &OrtOptions::default()).unwrap())
-                    as Box<dyn Backend>,
-            ),
-            (
-                "tract",
-                Box::new(TractBackend::load(&onnx, &BackendOptions::default()).unwrap()),
-            ),
-        ] {
-            let mut backend = backend;
+        for (what, mut backend) in both_backends(&onnx) {
             let a = agreement(&mut backend, &dir, &format!("{what}/{name}"));
             eprintln!(
                 "{what}/{name} {label}: {a:?} ({:.2}% / {:.2}%)",
