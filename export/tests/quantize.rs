@@ -75,6 +75,18 @@ fn agreement(backend: &mut dyn Backend, dir: &Path, what: &str) -> Agreement {
     a
 }
 
+/// The fp16 bounds: max |logit diff| within `max_diff` of the references, argmax agreement at
+/// least [`FP16_ARGMAX_PERCENT`].
+fn assert_fp16_agreement(a: &Agreement, max_diff: f32, what: &str) {
+    eprintln!("{what}: {a:?}");
+    assert!(a.max_diff <= max_diff, "{what}: max |diff| {}", a.max_diff);
+    assert!(
+        a.all() >= FP16_ARGMAX_PERCENT,
+        "{what}: argmax agreement {}",
+        a.all()
+    );
+}
+
 /// `onnx` loaded in ONNX Runtime and in tract, with their names.
 fn both_backends(onnx: &Path) -> [(&'static str, Box<dyn Backend>); 2] {
     [
@@ -116,33 +128,13 @@ fn fp16_matches_fp32_references_in_ort_and_tract() {
 
         let mut ort = OrtBackend::load(&onnx, &OrtOptions::default()).unwrap();
         let a = agreement(&mut ort, &dir, &format!("ort/{name}"));
-        eprintln!("ort/{name} fp16: {a:?}");
-        assert!(
-            a.max_diff <= Tier::Fp16.f32(),
-            "ort/{name}: max |diff| {}",
-            a.max_diff
-        );
-        assert!(
-            a.all() >= FP16_ARGMAX_PERCENT,
-            "ort/{name}: argmax agreement {}",
-            a.all()
-        );
+        assert_fp16_agreement(&a, Tier::Fp16.f32(), &format!("ort/{name} fp16"));
 
         // tract runs float16 too, less accurately than ONNX Runtime (about 0.015 max |diff| on
         // the fixtures, where ONNX Runtime gives 0.005), so its bound is looser (its own tier).
         let mut tract = TractBackend::load(&onnx, &BackendOptions::default()).unwrap();
         let a = agreement(&mut tract, &dir, &format!("tract/{name}"));
-        eprintln!("tract/{name} fp16: {a:?}");
-        assert!(
-            a.max_diff <= Tier::Fp16Tract.f32(),
-            "tract/{name}: max |diff| {}",
-            a.max_diff
-        );
-        assert!(
-            a.all() >= FP16_ARGMAX_PERCENT,
-            "tract/{name}: argmax agreement {}",
-            a.all()
-        );
+        assert_fp16_agreement(&a, Tier::Fp16Tract.f32(), &format!("tract/{name} fp16"));
     }
 }
 
@@ -170,17 +162,7 @@ fn fp16_weights_match_fp32_references_in_ort_and_tract() {
         assert_eq!(info.raw[keys::WEIGHT_STORAGE], "fp16");
         for (what, mut backend) in both_backends(&onnx) {
             let a = agreement(&mut backend, &dir, &format!("{what}/{name}"));
-            eprintln!("{what}/{name} fp16 weights: {a:?}");
-            assert!(
-                a.max_diff <= Tier::Fp16.f32(),
-                "{what}/{name}: max |diff| {}",
-                a.max_diff
-            );
-            assert!(
-                a.all() >= FP16_ARGMAX_PERCENT,
-                "{what}/{name}: argmax agreement {}",
-                a.all()
-            );
+            assert_fp16_agreement(&a, Tier::Fp16.f32(), &format!("{what}/{name} fp16 weights"));
         }
         // Read back as the exporter's fp32 graph, the weights are exactly their float16
         // rounding of the plain export's.
