@@ -455,7 +455,7 @@ pub fn export(
             "--dict applies to fairseq checkpoints (.pt) only".into(),
         ));
     }
-    let (g, mut info, weight_files, fp32_source) = if fairseq {
+    let (mut g, mut info, weight_files, fp32_source) = if fairseq {
         let (model, info) = build_fairseq(src, options)?;
         (model, info, vec![src.to_path_buf()], None)
     } else if src.is_file() {
@@ -498,7 +498,6 @@ pub fn export(
     let parameters = g.parameter_count();
     let mut report = None;
     if options.precision == Precision::Fp32 {
-        let mut g = g;
         if options.fp16_weights {
             let saved = precision::f16_storage(&mut g, precision::F16_STORAGE_MIN_ELEMENTS);
             tracing::info!(saved_bytes = saved, "weights stored as float16");
