@@ -3,13 +3,14 @@
 #
 #   tools/train-default-model/export.sh HF_DIR OUT.onnx [REPORT_DIR] [EVAL.tsv ...]
 #
-# 1. fp32:  cargo run --release -- export HF_DIR -o OUT.onnx
+# 1. fp32:  cargo run --release -- export HF_DIR -o OUT.onnx --fp16-weights
+#           (float32 compute, weights stored as float16: half the file, for the models/ budget)
 # 2. int8:  cargo run --release -- export HF_DIR -o OUT.int8.onnx --precision int8
 #           (per-channel int8 Transformer and projection weights; w2v prints its accuracy report)
 # 3. eval:  cargo run --release -- eval --model OUT.onnx --data EVAL.tsv --json  (each EVAL.tsv),
 #           reports in REPORT_DIR/onnx-eval-<name>.json
 set -euo pipefail
-if [[ $# -lt 2 ]]; then sed -n '2,10p' "$0"; exit 2; fi
+if [[ $# -lt 2 ]]; then sed -n '2,11p' "$0"; exit 2; fi
 HF="$(cd "$1" && pwd)"
 OUT="$2"
 REPORT="${3:-$(dirname "$OUT")}"
@@ -21,7 +22,7 @@ cd "$REPO"
 W2V=(cargo run --release --quiet --)
 
 echo "== export fp32: $HF -> $OUT"
-"${W2V[@]}" export "$HF" -o "$OUT"
+"${W2V[@]}" export "$HF" -o "$OUT" --fp16-weights
 "${W2V[@]}" inspect "$OUT" > "$REPORT/onnx-inspect.txt"
 
 INT8="${OUT%.onnx}.int8.onnx"
