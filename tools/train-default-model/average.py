@@ -8,8 +8,8 @@ stage (greedy WER on dev, test and the phrases, noise clips left empty: OUT/done
 
 Average checkpoints that share their start: late checkpoints of one run, a run and the run that
 continued from it, or runs that each continued from the same weights with other seeds and
-augmentation (a "model soup": the model shipped on 2026-12-06 is the mean of runs 10 and 11's last
-two checkpoints each). The mean of unrelated models is not a model. The updates count
+augmentation (a "model soup": the model shipped on 2026-12-06 before run 26 was the mean of runs 10
+and 11's last two checkpoints each). The mean of unrelated models is not a model. The updates count
 (`w2v-updates.json`) is the largest of the inputs' (the longest trajectory), whose history it
 keeps, plus an "average" entry giving each input's folder, count and last stage.
 """
